@@ -1,0 +1,53 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install demo up down test test-fast lint format lock docker-images bench clean
+
+help:
+	@echo "make demo    the whole story on this machine: track, train, register, promote, serve, predict"
+	@echo "make test    install everything and run the whole test suite"
+	@echo "make up      keep the local stack running (UI http://127.0.0.1:5000, serving :8080)"
+	@echo "make down    stop it (data stays in STACK_DATA_DIR, default .stack/)"
+	@echo "make lint    ruff"
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/stack-local demo
+
+up: $(STAMP)
+	$(BIN)/stack-local up
+
+down: $(STAMP)
+	$(BIN)/stack-local down
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	bash tests/run.sh
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not e2e and not docker"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lock: $(STAMP)
+	@( echo "# Exact pins of every package the project installs (make lock regenerates it). Python 3.11."; \
+	   $(BIN)/python -m pip freeze --exclude-editable ) > requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Moving the ``production`` alias: champion/challenger gate, audit tags, rollback."""

@@ -1,0 +1,96 @@
+"""``stack-registry``: promote, roll back and inspect the served model's aliases."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from promotion.aliases import (
+    PRODUCTION,
+    AliasMove,
+    gate_metric,
+    promote,
+    require_model,
+    rollback,
+)
+from stack_common.env import default_model_name, default_tracking_uri, env_float
+from stack_common.errors import cli_errors
+from stack_common.logs import setup_logging
+from stack_common.tracking import connect
+
+
+def _client():
+    setup_logging(os.environ.get("LOG_LEVEL", "WARNING"))
+    return connect(
+        default_tracking_uri(os.environ), env_float(os.environ, "SERVER_WAIT_SECONDS", 30.0)
+    )
+
+
+def _report(move: AliasMove) -> None:
+    was = f" (was {move.replaced})" if move.replaced else ""
+    click.echo(f"{move.model_name}@{PRODUCTION} -> version {move.version}{was}: {move.reason}")
+
+
+model_option = click.option(
+    "--model-name",
+    default=lambda: default_model_name(os.environ),
+    show_default="MODEL_NAME",
+    help="Registered model name.",
+)
+reason_option = click.option("--reason", default="", help="Why; stored as a version tag.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Promote and roll back versions of the registered model (MLFLOW_TRACKING_URI)."""
+
+
+@cli.command("promote")
+@model_option
+@click.option("--version", help="Version to promote; default: the one with alias 'challenger'.")
+@click.option("--force", is_flag=True, help="Promote even if it is worse than production.")
+@reason_option
+@cli_errors
+def promote_cmd(model_name: str, version: str | None, force: bool, reason: str) -> None:
+    """Point 'production' at a version if it is at least as good as the current one."""
+    _report(promote(_client(), model_name, version=version, force=force, reason=reason))
+
+
+@cli.command("rollback")
+@model_option
+@reason_option
+@cli_errors
+def rollback_cmd(model_name: str, reason: str) -> None:
+    """Point 'production' back at the version it replaced (alias 'previous')."""
+    _report(rollback(_client(), model_name, reason=reason))
+
+
+@cli.command("status")
+@model_option
+@cli_errors
+def status_cmd(model_name: str) -> None:
+    """List the versions with their aliases and test RMSE."""
+    client = _client()
+    require_model(client, model_name)
+    versions = client.search_model_versions(
+        f"name='{model_name}'", order_by=["version_number DESC"]
+    )
+    click.echo(f"{'version':>7}  {'test_rmse':>9}  {'status':<8} aliases")
+    for mv in versions:
+        rmse = gate_metric(client, mv)
+        shown = f"{rmse:9.4f}" if rmse is not None else f"{'-':>9}"
+        click.echo(f"{mv.version:>7}  {shown}  {mv.status:<8} {', '.join(mv.aliases)}")
+
+
+@cli.command("production-version")
+@model_option
+@cli_errors
+def production_version_cmd(model_name: str) -> None:
+    """Print only the version that carries 'production' (for scripts)."""
+    from promotion.aliases import PromotionError, version_by_alias
+
+    mv = version_by_alias(_client(), model_name, PRODUCTION)
+    if mv is None:
+        raise PromotionError(f"model {model_name!r} has no version with alias 'production'")
+    click.echo(mv.version)

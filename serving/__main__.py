@@ -1,0 +1,3 @@
+from serving.entrypoint import main
+
+main()

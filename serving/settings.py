@@ -1,0 +1,55 @@
+"""The serving container's configuration, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from stack_common.env import (
+    data_dir,
+    default_model_name,
+    default_tracking_uri,
+    env_float,
+    env_int,
+    env_str,
+)
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    tracking_uri: str
+    model_name: str
+    alias: str
+    cache_dir: Path
+    cache_keep_versions: int
+    cache_max_bytes: int
+    host: str
+    port: int
+    workers: int
+    server_wait_s: float
+    alias_wait_s: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
+        env = os.environ if env is None else env
+        return cls(
+            tracking_uri=default_tracking_uri(env),
+            model_name=default_model_name(env),
+            alias=env_str(env, "SERVING_ALIAS", "production"),
+            cache_dir=Path(
+                env_str(env, "SERVING_CACHE_DIR", str(data_dir(env) / "model-cache"))
+            ).expanduser(),
+            cache_keep_versions=env_int(env, "SERVING_CACHE_KEEP_VERSIONS", 3, minimum=1),
+            cache_max_bytes=env_int(env, "SERVING_CACHE_MAX_MB", 0) * 1024 * 1024,
+            host=env_str(env, "SERVING_HOST", "127.0.0.1"),
+            port=env_int(env, "SERVING_PORT", 8080, minimum=1),
+            workers=env_int(env, "SERVING_WORKERS", 1, minimum=1),
+            server_wait_s=env_float(env, "SERVER_WAIT_SECONDS", 30.0),
+            alias_wait_s=env_float(env, "SERVING_ALIAS_WAIT_SECONDS", 0.0),
+        )
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_name}@{self.alias}"

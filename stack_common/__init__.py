@@ -1,0 +1,1 @@
+"""Code shared by the stack's services: settings from the environment, errors, waiting, logging."""

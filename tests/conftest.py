@@ -1,0 +1,102 @@
+"""Fixtures shared by the whole suite: real processes on free loopback ports, unique names."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from local_stack.processes import (
+    Service,
+    free_port,
+    start_serving,
+    start_tracking_server,
+    wait_until_up,
+)
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+STARTUP_TIMEOUT_S = 180.0
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A model/experiment name no other test (or test run) uses."""
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+class ServiceFactory:
+    """Starts real services on free ports; :meth:`stop_all` stops every one of them."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[Service] = []
+
+    def _up(self, service: Service, path: str | None) -> Service:
+        self.started.append(service)
+        if path:
+            wait_until_up(service, path, STARTUP_TIMEOUT_S)
+        return service
+
+    def tracking(
+        self, data_dir: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> Service:
+        port = free_port()
+        log = self.tmp_path / f"tracking-{port}.log"
+        service = start_tracking_server(data_dir or self.tmp_path / "stack", port, log, env)
+        return self._up(service, "/health")
+
+    def serving(
+        self,
+        tracking_uri: str,
+        model_name: str,
+        data_dir: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        wait: bool = True,
+    ) -> Service:
+        port = free_port()
+        log = self.tmp_path / f"serving-{port}.log"
+        root = data_dir or self.tmp_path / "stack"
+        service = start_serving(root, tracking_uri, model_name, port, log, env)
+        return self._up(service, "/ping" if wait else None)
+
+    def stop_all(self) -> None:
+        for service in reversed(self.started):
+            service.stop()
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[ServiceFactory]:
+    """Start services; every one started is stopped when the test ends, pass or fail."""
+    factory = ServiceFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+@pytest.fixture(scope="session")
+def shared_tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One tracking server for the tests that only need *a* server; each uses its own names."""
+    root = tmp_path_factory.mktemp("shared-stack")
+    port = free_port()
+    service = start_tracking_server(root, port, root / "tracking.log")
+    try:
+        wait_until_up(service, "/health", STARTUP_TIMEOUT_S)
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def client_env(monkeypatch: pytest.MonkeyPatch, shared_tracking_server: Service, unique_name: str):
+    """Point this test process's MLflow client at the shared server, with its own names."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", shared_tracking_server.url)
+    monkeypatch.setenv("MODEL_NAME", unique_name)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", unique_name)
+    monkeypatch.setenv("SERVER_WAIT_SECONDS", "20")
+    return shared_tracking_server

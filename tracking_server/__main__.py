@@ -1,0 +1,3 @@
+from tracking_server.launcher import main
+
+main()

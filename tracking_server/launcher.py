@@ -1,0 +1,98 @@
+"""Entry point of the tracking server: environment → checks → ``mlflow server``.
+
+The launcher replaces itself with ``mlflow server`` (exec), so signals from Docker or a
+supervisor reach MLflow directly and no wrapper process is left to babysit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+
+import click
+
+from stack_common.errors import StackError
+from stack_common.logs import setup_logging
+from tracking_server.backend import redact, upgrade_schema, wait_for_database
+from tracking_server.settings import ServerSettings
+
+logger = logging.getLogger("tracking_server")
+
+
+def server_command(settings: ServerSettings) -> list[str]:
+    """The ``mlflow server`` command line; artifacts are proxied unless turned off."""
+    cmd = [
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        settings.backend_store_uri,
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--workers",
+        str(settings.workers),
+    ]
+    if settings.serve_artifacts:
+        cmd += ["--serve-artifacts", "--artifacts-destination", settings.artifacts_destination]
+    else:
+        # Direct mode: clients read and write the bucket themselves and need its credentials.
+        cmd += ["--no-serve-artifacts", "--default-artifact-root", settings.artifacts_destination]
+    if settings.allowed_hosts:
+        cmd += ["--allowed-hosts", settings.allowed_hosts]
+    if settings.cors_allowed_origins:
+        cmd += ["--cors-allowed-origins", settings.cors_allowed_origins]
+    if settings.app_name:
+        cmd += ["--app-name", settings.app_name]
+    return cmd
+
+
+def prepare(settings: ServerSettings) -> None:
+    wait_for_database(settings.backend_store_uri, settings.backend_wait_s)
+    upgrade_schema(settings.backend_store_uri)
+    if settings.local_artifacts is not None:
+        settings.local_artifacts.mkdir(parents=True, exist_ok=True)
+
+
+def server_environment(settings: ServerSettings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("DO_NOT_TRACK", "true")
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "true" if settings.job_execution else "false"
+    # The uvicorn/gunicorn executables live beside this interpreter; make sure MLflow finds them.
+    bin_dir = os.path.dirname(sys.executable)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--check", is_flag=True, help="Prepare the backend store and print the command.")
+def main(check: bool) -> None:
+    """Start the MLflow tracking server as configured by the environment (see .env.example)."""
+    setup_logging()
+    try:
+        settings = ServerSettings.from_env()
+        prepare(settings)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    cmd = server_command(settings)
+    logger.info(
+        "starting mlflow server: backend %s, artifacts %s (%s), http://%s:%s",
+        redact(settings.backend_store_uri),
+        settings.artifacts_destination,
+        "proxied" if settings.serve_artifacts else "direct",
+        settings.host,
+        settings.port,
+    )
+    if check:
+        click.echo(" ".join(cmd))
+        return
+    env = server_environment(settings)
+    executable = shutil.which(cmd[0], path=env["PATH"]) or cmd[0]
+    os.execvpe(executable, cmd, env)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The tracking server's configuration, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from stack_common.env import data_dir, env_bool, env_int, env_str
+from stack_common.errors import ConfigError
+
+_BUCKET_SCHEMES = ("s3://", "gs://")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    backend_store_uri: str
+    artifacts_destination: str
+    serve_artifacts: bool
+    host: str
+    port: int
+    workers: int
+    allowed_hosts: str
+    cors_allowed_origins: str
+    backend_wait_s: int
+    job_execution: bool
+    app_name: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
+        env = os.environ if env is None else env
+        root = data_dir(env)
+        settings = cls(
+            backend_store_uri=env_str(
+                env, "MLFLOW_BACKEND_STORE_URI", f"sqlite:///{root / 'mlflow.db'}"
+            ),
+            artifacts_destination=env_str(
+                env, "MLFLOW_ARTIFACTS_DESTINATION", str(root / "artifacts")
+            ),
+            serve_artifacts=env_bool(env, "MLFLOW_SERVE_ARTIFACTS", True),
+            host=env_str(env, "MLFLOW_HOST", "127.0.0.1"),
+            port=env_int(env, "MLFLOW_PORT", 5000, minimum=1),
+            workers=env_int(env, "MLFLOW_WORKERS", 2, minimum=1),
+            allowed_hosts=env_str(env, "MLFLOW_SERVER_ALLOWED_HOSTS", ""),
+            cors_allowed_origins=env_str(env, "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", ""),
+            backend_wait_s=env_int(env, "BACKEND_WAIT_SECONDS", 60),
+            job_execution=env_bool(env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", False),
+            app_name=env_str(env, "MLFLOW_APP_NAME", ""),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        scheme = self.backend_store_uri.split(":", 1)[0]
+        if not scheme.startswith(("sqlite", "postgresql", "mysql", "mssql")):
+            raise ConfigError(
+                f"MLFLOW_BACKEND_STORE_URI={self.backend_store_uri!r} is not a database URI; "
+                "use sqlite:///path/mlflow.db or postgresql://user:pass@host:5432/db"
+            )
+        if "://" in self.artifacts_destination and not self.artifacts_destination.startswith(
+            (*_BUCKET_SCHEMES, "file://")
+        ):
+            raise ConfigError(
+                f"MLFLOW_ARTIFACTS_DESTINATION={self.artifacts_destination!r} is not supported; "
+                "use a local folder, s3://bucket/prefix or gs://bucket/prefix"
+            )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.backend_store_uri.startswith("sqlite")
+
+    @property
+    def local_artifacts(self) -> Path | None:
+        dest = self.artifacts_destination
+        if dest.startswith(_BUCKET_SCHEMES):
+            return None
+        return Path(dest.removeprefix("file://"))
