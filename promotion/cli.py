@@ -73,6 +73,9 @@ def status_cmd(model_name: str) -> None:
     """List the versions with their aliases and test RMSE."""
     client = _client()
     require_model(client, model_name)
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(model_name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
     versions = client.search_model_versions(
         f"name='{model_name}'", order_by=["version_number DESC"]
     )
@@ -80,7 +83,8 @@ def status_cmd(model_name: str) -> None:
     for mv in versions:
         rmse = gate_metric(client, mv)
         shown = f"{rmse:9.4f}" if rmse is not None else f"{'-':>9}"
-        click.echo(f"{mv.version:>7}  {shown}  {mv.status:<8} {', '.join(mv.aliases)}")
+        names = ", ".join(sorted(aliases.get(mv.version, [])))
+        click.echo(f"{mv.version:>7}  {shown}  {mv.status:<8} {names}")
 
 
 @cli.command("production-version")

@@ -13,5 +13,11 @@ def setup_logging(level: str | None = None) -> None:
         datefmt="%H:%M:%S",
     )
     # MLflow and its HTTP stack are chatty at INFO; their warnings still show.
-    for noisy in ("urllib3", "botocore", "alembic", "mlflow.store.db.utils"):
+    for noisy in (
+        "urllib3",
+        "botocore",
+        "alembic",
+        "mlflow.store.db.utils",
+        "mlflow.store.model_registry.abstract_store",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -35,13 +35,16 @@ def main(
         "MLFLOW_EXPERIMENT_NAME": experiment,
     }
     env = dict(os.environ) | {k: v for k, v in overrides.items() if v}
-    result = run_training(TrainingSettings.from_env(env))
+    settings = TrainingSettings.from_env(env)
+    result = run_training(settings)
     if print_version:
         click.echo(result.version)
         return
     m = result.metrics
+    run_url = f"{settings.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}"
     click.echo(
-        f"run {result.run_id}: registered {result.model_name!r} version {result.version} "
+        f"run {run_url}/runs/{result.run_id}\n"
+        f"registered {result.model_name!r} version {result.version} "
         f"(alias challenger), test RMSE {m['test_rmse']:.2f}, MAE {m['test_mae']:.2f}, "
         f"R2 {m['test_r2']:.3f}"
     )

@@ -1,0 +1,3 @@
+from local_stack.cli import cli
+
+cli()

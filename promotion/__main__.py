@@ -1,0 +1,3 @@
+from promotion.cli import cli
+
+cli()

@@ -1,0 +1,93 @@
+"""Configuration: defaults that work locally, and one clear line for a bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from serving.entrypoint import serve_command
+from serving.settings import ServingSettings
+from stack_common.env import env_bool, env_float, env_int
+from stack_common.errors import ConfigError
+from tracking_server.launcher import server_command
+from tracking_server.settings import ServerSettings
+from training.settings import TrainingSettings
+
+
+def test_embedded_defaults_live_in_one_data_folder(tmp_path: Path) -> None:
+    env = {"STACK_DATA_DIR": str(tmp_path)}
+    server = ServerSettings.from_env(env)
+    assert server.backend_store_uri == f"sqlite:///{tmp_path}/mlflow.db"
+    assert server.artifacts_destination == str(tmp_path / "artifacts")
+    assert (server.host, server.port, server.serve_artifacts) == ("127.0.0.1", 5000, True)
+    serving = ServingSettings.from_env(env)
+    assert serving.cache_dir == tmp_path / "model-cache"
+    assert serving.model_uri == "models:/grades-regressor@production"
+    assert TrainingSettings.from_env(env).tracking_uri == "http://127.0.0.1:5000"
+
+
+def test_server_proxies_artifacts_by_default() -> None:
+    cmd = server_command(ServerSettings.from_env({"MLFLOW_ARTIFACTS_DESTINATION": "s3://b/p"}))
+    assert cmd[cmd.index("--artifacts-destination") + 1] == "s3://b/p"
+    assert "--serve-artifacts" in cmd
+    assert "--default-artifact-root" not in cmd
+
+
+def test_direct_mode_uses_the_bucket_as_default_artifact_root() -> None:
+    env = {"MLFLOW_ARTIFACTS_DESTINATION": "gs://b", "MLFLOW_SERVE_ARTIFACTS": "false"}
+    cmd = server_command(ServerSettings.from_env(env))
+    assert cmd[cmd.index("--default-artifact-root") + 1] == "gs://b"
+    assert "--no-serve-artifacts" in cmd
+
+
+def test_allowed_hosts_reach_mlflow() -> None:
+    env = {"MLFLOW_SERVER_ALLOWED_HOSTS": "tracking-server:5000,localhost:5000"}
+    cmd = server_command(ServerSettings.from_env(env))
+    assert cmd[cmd.index("--allowed-hosts") + 1] == "tracking-server:5000,localhost:5000"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MLFLOW_BACKEND_STORE_URI": "mongodb://x"}, "MLFLOW_BACKEND_STORE_URI='mongodb://x'"),
+        ({"MLFLOW_ARTIFACTS_DESTINATION": "ftp://x"}, "MLFLOW_ARTIFACTS_DESTINATION='ftp://x'"),
+        ({"MLFLOW_PORT": "five"}, "MLFLOW_PORT='five' is not a whole number"),
+        ({"MLFLOW_WORKERS": "0"}, "MLFLOW_WORKERS=0 is below 1"),
+        ({"MLFLOW_SERVE_ARTIFACTS": "maybe"}, "MLFLOW_SERVE_ARTIFACTS='maybe' is not a boolean"),
+    ],
+)
+def test_bad_server_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        ServerSettings.from_env(env)
+    assert message in str(err.value)
+
+
+def test_postgres_backend_is_accepted() -> None:
+    uri = "postgresql://mlflow:secret@db:5432/mlflow"
+    assert ServerSettings.from_env({"MLFLOW_BACKEND_STORE_URI": uri}).backend_store_uri == uri
+
+
+def test_training_test_size_is_bounded() -> None:
+    with pytest.raises(ConfigError, match=r"TRAINING_TEST_SIZE=0\.9"):
+        TrainingSettings.from_env({"TRAINING_TEST_SIZE": "0.9"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1", True), ("TRUE", True), ("no", False), ("", False)]
+)
+def test_env_bool(raw: str, expected: bool) -> None:
+    assert env_bool({"X": raw}, "X", not expected) is expected
+
+
+def test_unset_values_take_defaults() -> None:
+    assert env_int({}, "X", 3) == 3
+    assert env_float({"X": " "}, "X", 1.5) == 1.5
+
+
+def test_serving_runs_mlflows_own_scoring_server(tmp_path: Path) -> None:
+    settings = ServingSettings.from_env({"SERVING_PORT": "9999", "SERVING_WORKERS": "2"})
+    cmd = serve_command(str(tmp_path), settings)
+    assert cmd[:3] == ["mlflow", "models", "serve"]
+    assert cmd[cmd.index("--env-manager") + 1] == "local"
+    assert cmd[cmd.index("--port") + 1] == "9999"
