@@ -15,6 +15,7 @@ import click
 
 from stack_common.errors import StackError
 from stack_common.logs import setup_logging
+from tracking_server.artifacts import wait_for_bucket
 from tracking_server.backend import redact, upgrade_schema, wait_for_database
 from tracking_server.settings import ServerSettings
 
@@ -54,6 +55,8 @@ def prepare(settings: ServerSettings) -> None:
     upgrade_schema(settings.backend_store_uri)
     if settings.local_artifacts is not None:
         settings.local_artifacts.mkdir(parents=True, exist_ok=True)
+    else:
+        wait_for_bucket(settings)
 
 
 def server_environment(settings: ServerSettings) -> dict[str, str]:

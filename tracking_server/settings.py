@@ -26,6 +26,8 @@ class ServerSettings:
     backend_wait_s: int
     job_execution: bool
     app_name: str
+    # How long the launcher waits for the artifact bucket to answer (0 = do not check).
+    artifacts_wait_s: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
@@ -47,8 +49,10 @@ class ServerSettings:
             backend_wait_s=env_int(env, "BACKEND_WAIT_SECONDS", 60),
             job_execution=env_bool(env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", False),
             app_name=env_str(env, "MLFLOW_APP_NAME", ""),
+            artifacts_wait_s=env_int(env, "ARTIFACTS_WAIT_SECONDS", 30),
         )
         settings.validate()
+        validate_bucket_endpoints(settings.artifacts_destination, env)
         return settings
 
     def validate(self) -> None:
@@ -66,6 +70,23 @@ class ServerSettings:
                 "use a local folder, s3://bucket/prefix or gs://bucket/prefix"
             )
 
+        if self.artifacts_destination.startswith(_BUCKET_SCHEMES) and not bucket_name(
+            self.artifacts_destination
+        ):
+            raise ConfigError(
+                f"MLFLOW_ARTIFACTS_DESTINATION={self.artifacts_destination!r} names no bucket; "
+                "use s3://bucket/prefix or gs://bucket/prefix"
+            )
+
+    @property
+    def artifact_store(self) -> str:
+        """``s3``, ``gcs`` or ``local``: where the artifact bytes end up."""
+        if self.artifacts_destination.startswith("s3://"):
+            return "s3"
+        if self.artifacts_destination.startswith("gs://"):
+            return "gcs"
+        return "local"
+
     @property
     def is_sqlite(self) -> bool:
         return self.backend_store_uri.startswith("sqlite")
@@ -76,3 +97,20 @@ class ServerSettings:
         if dest.startswith(_BUCKET_SCHEMES):
             return None
         return Path(dest.removeprefix("file://"))
+
+
+def bucket_name(uri: str) -> str:
+    """``bucket`` of ``s3://bucket/prefix`` or ``gs://bucket/prefix``."""
+    return uri.split("://", 1)[1].split("/", 1)[0]
+
+
+def validate_bucket_endpoints(destination: str, env: Mapping[str, str]) -> None:
+    """Endpoint overrides must be URLs: boto3 and google-cloud-storage fail obscurely otherwise."""
+    checks = {
+        "s3://": ("MLFLOW_S3_ENDPOINT_URL", "http://minio:9000"),
+        "gs://": ("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9023"),
+    }
+    for scheme, (name, example) in checks.items():
+        value = env.get(name, "").strip()
+        if destination.startswith(scheme) and value and "://" not in value:
+            raise ConfigError(f"{name}={value!r} has no scheme; set it to a URL such as {example}")
