@@ -4,6 +4,10 @@ A download goes to a temporary folder and becomes an entry only by an atomic ren
 file is written and checksummed, so a crash mid-download never leaves a half model behind. An
 entry is verified against its checksums before reuse; a corrupt one is discarded and fetched
 again. The alias last seen is remembered so serving can start while the registry is unreachable.
+
+Several processes may share one cache folder (a blue/green pair, a restart overlapping its
+predecessor): a ``.partial-*`` folder is removed only once nothing has written to it for
+``partial_max_age_s`` (an hour by default), so a download still running elsewhere is left alone.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = ".stack-manifest.json"
 ALIASES = "aliases.json"
+PARTIAL_PREFIX = ".partial-"
+PARTIAL_MAX_AGE_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -51,14 +60,88 @@ def _checksums(folder: Path) -> dict[str, str]:
 
 
 def _folder_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    total = 0
+    for p in folder.rglob("*"):
+        try:
+            if p.is_file():
+                total += p.stat().st_size
+        except OSError:  # a file renamed or removed while we walk (download in progress)
+            continue
+    return total
+
+
+def _last_write(folder: Path) -> float:
+    """The newest modification time of ``folder`` or anything in it."""
+    newest = 0.0
+    for p in [folder, *folder.rglob("*")]:
+        try:
+            newest = max(newest, p.stat().st_mtime)
+        except OSError:
+            continue
+    return newest
+
+
+def stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextmanager
+def _progress(folder: Path, total: int | None, label: str, enabled: bool) -> Iterator[None]:
+    """A tqdm bar of the bytes landed in ``folder``, refreshed twice a second."""
+    if not enabled:
+        yield
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total or None,
+        desc=label,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        leave=False,
+    )
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            bar.n = _folder_size(folder)
+            bar.refresh()
+
+    watcher = threading.Thread(target=watch, name="cache-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        bar.n = _folder_size(folder)
+        bar.close()
 
 
 class ModelCache:
-    def __init__(self, root: Path, keep_versions: int = 3, max_bytes: int = 0) -> None:
-        self.root = root
+    """Versions of models on local disk; see the module docstring for the guarantees.
+
+    ``progress``: show a byte progress bar while downloading; ``None`` = when stderr is a TTY.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        keep_versions: int = 3,
+        max_bytes: int = 0,
+        partial_max_age_s: float = PARTIAL_MAX_AGE_S,
+        progress: bool | None = None,
+    ) -> None:
+        self.root = Path(root)
         self.keep_versions = keep_versions
         self.max_bytes = max_bytes
+        self.partial_max_age_s = partial_max_age_s
+        self.progress = progress
 
     def _model_dir(self, name: str) -> Path:
         return self.root / name
@@ -75,24 +158,44 @@ class ModelCache:
         return manifest.get("files") == _checksums(entry)
 
     def fetch(
-        self, name: str, version: str, download: Callable[[Path], None], source: str = ""
+        self,
+        name: str,
+        version: str,
+        download: Callable[[Path], None],
+        source: str = "",
+        expected_bytes: int | None = None,
     ) -> CacheEntry:
-        """Return the cached entry, downloading it with ``download(folder)`` when needed."""
+        """Return the cached entry, downloading it with ``download(folder)`` when needed.
+
+        ``download`` must fill the (empty) folder it is given; if it raises, nothing is kept.
+        ``expected_bytes`` only sizes the progress bar.
+        """
         started = time.monotonic()
         entry = self.entry_path(name, version)
         if entry.exists():
             if self.verify(name, version):
                 size = _folder_size(entry)
-                logger.info("cache hit: %s version %s (%d bytes) at %s", name, version, size, entry)
-                return CacheEntry(entry, str(version), size, True, time.monotonic() - started)
+                seconds = time.monotonic() - started
+                logger.info(
+                    "cache hit: %s version %s (%.1f MB) verified in %.2fs at %s",
+                    name,
+                    version,
+                    size / 1e6,
+                    seconds,
+                    entry,
+                )
+                return CacheEntry(entry, str(version), size, True, seconds)
             logger.warning("cache entry %s failed verification; downloading again", entry)
             shutil.rmtree(entry, ignore_errors=True)
 
         model_dir = self._model_dir(name)
         model_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".partial-{version}-", dir=model_dir))
+        self.clean_stale_partials(name)
+        staging = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{version}-", dir=model_dir))
+        show = stderr_is_tty() if self.progress is None else self.progress
         try:
-            download(staging)
+            with _progress(staging, expected_bytes, f"{name} v{version}", show):
+                download(staging)
             files = _checksums(staging)
             if not files:
                 raise RuntimeError(f"download of {name} version {version} produced no files")
@@ -150,10 +253,24 @@ class ModelCache:
             shutil.rmtree(self.entry_path(name, version), ignore_errors=True)
             removed.append(version)
             logger.info("evicted %s version %s from the cache", name, version)
-        for stale in (
-            self._model_dir(name).glob(".partial-*") if self._model_dir(name).is_dir() else []
-        ):
-            shutil.rmtree(stale, ignore_errors=True)
+        self.clean_stale_partials(name)
+        return removed
+
+    def clean_stale_partials(self, name: str) -> list[Path]:
+        """Remove ``.partial-*`` folders nothing has written to for ``partial_max_age_s``.
+
+        A younger one may be a download in progress in another process sharing the cache.
+        """
+        model_dir = self._model_dir(name)
+        if not model_dir.is_dir():
+            return []
+        cutoff = time.time() - self.partial_max_age_s
+        removed = []
+        for partial in model_dir.glob(f"{PARTIAL_PREFIX}*"):
+            if partial.is_dir() and _last_write(partial) < cutoff:
+                shutil.rmtree(partial, ignore_errors=True)
+                logger.info("removed stale partial download %s", partial)
+                removed.append(partial)
         return removed
 
     def remember_alias(self, name: str, alias: str, version: str) -> None:
@@ -161,9 +278,14 @@ class ModelCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         known = self._aliases(name)
         known[alias] = str(version)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(prefix=".aliases-", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(known, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def cached_alias(self, name: str, alias: str) -> str | None:
         version = self._aliases(name).get(alias)
