@@ -11,6 +11,7 @@ from stack_common.env import (
     data_dir,
     default_model_name,
     default_tracking_uri,
+    env_bool,
     env_float,
     env_int,
     env_str,
@@ -30,6 +31,14 @@ class ServingSettings:
     workers: int
     server_wait_s: float
     alias_wait_s: float
+    poll_s: float
+    max_body_mb: int
+    request_timeout_s: int
+    load_timeout_s: float
+    start_from_cache: bool
+    run_dir: Path | None
+    nginx: str
+    njs_module: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
@@ -45,9 +54,19 @@ class ServingSettings:
             cache_max_bytes=env_int(env, "SERVING_CACHE_MAX_MB", 0) * 1024 * 1024,
             host=env_str(env, "SERVING_HOST", "127.0.0.1"),
             port=env_int(env, "SERVING_PORT", 8080, minimum=1),
-            workers=env_int(env, "SERVING_WORKERS", 1, minimum=1),
+            workers=env_int(env, "SERVING_WORKERS", os.cpu_count() or 1, minimum=1),
             server_wait_s=env_float(env, "SERVER_WAIT_SECONDS", 30.0),
             alias_wait_s=env_float(env, "SERVING_ALIAS_WAIT_SECONDS", 0.0),
+            poll_s=env_float(env, "SERVING_POLL_SECONDS", 3.0, minimum=0.2),
+            max_body_mb=env_int(env, "SERVING_MAX_BODY_MB", 10, minimum=1),
+            request_timeout_s=env_int(env, "SERVING_REQUEST_TIMEOUT_SECONDS", 60, minimum=1),
+            load_timeout_s=env_float(env, "SERVING_LOAD_TIMEOUT_SECONDS", 180.0, minimum=1),
+            start_from_cache=env_bool(env, "SERVING_START_FROM_CACHE", True),
+            run_dir=Path(env["SERVING_RUN_DIR"]) if env.get("SERVING_RUN_DIR") else None,
+            nginx=env_str(env, "SERVING_NGINX", "nginx"),
+            njs_module=env_str(
+                env, "SERVING_NJS_MODULE", "/usr/lib/nginx/modules/ngx_http_js_module.so"
+            ),
         )
 
     @property

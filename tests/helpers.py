@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import requests
 
 
 @dataclass(frozen=True)
@@ -55,3 +58,71 @@ def write_grades(path: Path, intercept: float, slope: float, noise_sd: float) ->
     grade = (intercept + slope * hours + rng.normal(0, noise_sd, size=200)).clip(0, 100).round(1)
     pd.DataFrame({"hours": hours, "grade": grade}).to_csv(path, index=False)
     return path
+
+
+class LoadGenerator:
+    """Continuous single-row predictions from ``concurrency`` threads, each with keep-alive,
+    recording every answer's status and ``X-Model-Version``: what clients saw during a switch."""
+
+    def __init__(self, url: str, concurrency: int = 8) -> None:
+        self.url = url.rstrip("/") + "/invocations"
+        self.concurrency = concurrency
+        self.answers: list[tuple[int, str | None]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def _loop(self) -> None:
+        session = requests.Session()
+        body = {"dataframe_split": {"columns": ["hours"], "data": [[5.0]]}}
+        while not self._stop.is_set():
+            try:
+                response = session.post(self.url, json=body, timeout=30)
+                record = (response.status_code, response.headers.get("X-Model-Version"))
+                with self._lock:
+                    self.answers.append(record)
+            except requests.RequestException as exc:
+                with self._lock:
+                    self.errors.append(repr(exc))
+
+    def __enter__(self) -> LoadGenerator:
+        self._threads = [
+            threading.Thread(target=self._loop, daemon=True) for _ in range(self.concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    @property
+    def failures(self) -> list[str]:
+        with self._lock:
+            bad = [f"HTTP {status}" for status, _ in self.answers if status != 200]
+            return bad + list(self.errors)
+
+    def versions_seen(self) -> set[str | None]:
+        with self._lock:
+            return {version for _, version in self.answers}
+
+
+def wait_for_version(url: str, version: str, timeout_s: float = 60) -> float:
+    """Seconds until serving answers from ``version`` (by its X-Model-Version header)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        try:
+            response = requests.post(
+                url.rstrip("/") + "/invocations",
+                json={"dataframe_split": {"columns": ["hours"], "data": [[1.0]]}},
+                timeout=10,
+            )
+            if response.headers.get("X-Model-Version") == version:
+                return time.monotonic() - started
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"serving at {url} did not switch to version {version} in {timeout_s}s")

@@ -1,7 +1,8 @@
 """The user story of the README, against real processes: a tracking server and serving.
 
-train → register → promote → predict over HTTP → train again → promote → predict answers from
-the new version → rollback → predict answers from the old one again.
+train → register → promote → predict over HTTP → train again → promote → serving switches to
+the new version by itself → rollback → it switches back; clients under continuous load see no
+failed request throughout.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import requests
 from mlflow import MlflowClient
 
 from stack_common.scoring import predict
 from tests.conftest import ServiceFactory
-from tests.helpers import cli_env, run_cli, write_grades
+from tests.helpers import LoadGenerator, cli_env, run_cli, wait_for_version, write_grades
 
 pytestmark = pytest.mark.e2e
 
@@ -52,31 +54,37 @@ def test_train_promote_serve_retrain_promote_rollback(
     assert v1.tags["promoted_by"]
 
     # Serving pulls models:/<name>@production and answers predictions over HTTP.
-    serving = services.serving(tracking.url, unique_name)
+    serving = services.serving(tracking.url, unique_name, env={"SERVING_POLL_SECONDS": "1"})
     v1_grades = expected_grades(client, unique_name, "1")
     assert_serves(serving.url, v1_grades)
+    assert requests.get(f"{serving.url}/served", timeout=5).json()["version"] == "1"
 
-    # A better model on new data (less noise) becomes version 2 and passes the gate.
-    better = write_grades(tmp_path / "better.csv", intercept=20, slope=6, noise_sd=2)
-    retrained = run_cli("training", "--print-version", "--data", str(better), env=env)
-    assert retrained.code == 0, retrained.stderr
-    assert retrained.stdout.strip() == "2"
-    assert run_cli("promotion", "promote", env=env).code == 0
-    assert client.get_model_version_by_alias(unique_name, "previous").version == "1"
+    with LoadGenerator(serving.url, concurrency=8) as load:
+        # A better model on new data (less noise) becomes version 2 and passes the gate.
+        better = write_grades(tmp_path / "better.csv", intercept=20, slope=6, noise_sd=2)
+        retrained = run_cli("training", "--print-version", "--data", str(better), env=env)
+        assert retrained.code == 0, retrained.stderr
+        assert retrained.stdout.strip() == "2"
+        assert run_cli("promotion", "promote", env=env).code == 0
+        assert client.get_model_version_by_alias(unique_name, "previous").version == "1"
 
-    serving.stop()
-    serving = services.serving(tracking.url, unique_name)
-    v2_grades = expected_grades(client, unique_name, "2")
-    assert v2_grades[0] == pytest.approx(26, abs=3)  # really another model than version 1
-    assert_serves(serving.url, v2_grades)
+        # Serving notices the moved alias and switches by itself.
+        wait_for_version(serving.url, "2")
+        v2_grades = expected_grades(client, unique_name, "2")
+        assert v2_grades[0] == pytest.approx(26, abs=3)  # really another model than version 1
+        assert_serves(serving.url, v2_grades)
 
-    # Something is wrong with version 2 after all: roll back.
-    rolled = run_cli("promotion", "rollback", "--reason", "complaints", env=env)
-    assert rolled.code == 0, rolled.stderr
-    assert "version 1 (was 2)" in rolled.stdout
-    assert client.get_model_version_by_alias(unique_name, "production").version == "1"
-    assert client.get_model_version_by_alias(unique_name, "previous").version == "2"
+        # Something is wrong with version 2 after all: roll back.
+        rolled = run_cli("promotion", "rollback", "--reason", "complaints", env=env)
+        assert rolled.code == 0, rolled.stderr
+        assert "version 1 (was 2)" in rolled.stdout
+        assert client.get_model_version_by_alias(unique_name, "production").version == "1"
+        assert client.get_model_version_by_alias(unique_name, "previous").version == "2"
+        wait_for_version(serving.url, "1")
+        assert_serves(serving.url, v1_grades)
 
-    serving.stop()
-    serving = services.serving(tracking.url, unique_name)
-    assert_serves(serving.url, v1_grades)
+    assert load.failures == []
+    assert load.versions_seen() == {"1", "2"}
+    assert len(load.answers) > 100
+    served = requests.get(f"{serving.url}/served", timeout=5).json()
+    assert (served["version"], served["previous_version"]) == ("1", "2")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from serving.entrypoint import serve_command
 from serving.settings import ServingSettings
 from stack_common.env import env_bool, env_float, env_int
 from stack_common.errors import ConfigError
@@ -85,9 +85,8 @@ def test_unset_values_take_defaults() -> None:
     assert env_float({"X": " "}, "X", 1.5) == 1.5
 
 
-def test_serving_runs_mlflows_own_scoring_server(tmp_path: Path) -> None:
-    settings = ServingSettings.from_env({"SERVING_PORT": "9999", "SERVING_WORKERS": "2"})
-    cmd = serve_command(str(tmp_path), settings)
-    assert cmd[:3] == ["mlflow", "models", "serve"]
-    assert cmd[cmd.index("--env-manager") + 1] == "local"
-    assert cmd[cmd.index("--port") + 1] == "9999"
+def test_serving_defaults_follow_the_machine() -> None:
+    settings = ServingSettings.from_env({})
+    assert settings.workers == (os.cpu_count() or 1)
+    assert settings.poll_s == 3.0
+    assert settings.max_body_mb == 10

@@ -1,0 +1,233 @@
+"""nginx in front of the scoring pools: the blue/green switch, limits, and clean error bodies.
+
+A switch rewrites the config to point at the new pool and sends nginx SIGHUP: new workers take
+new requests while the old ones finish theirs, so no request fails. nginx also enforces the body
+limit and the request timeout, adds the ``X-Model-Version`` header to every answer, serves the
+status files the supervisor writes (``/served``, ``/health``), and strips Python stack traces
+from error answers (``errors.js``). MLflow's own ``build-docker`` image also puts nginx in front.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.pool import ScoringPool
+from stack_common.errors import StackError
+
+logger = logging.getLogger(__name__)
+
+ERRORS_JS = Path(__file__).with_name("errors.js")
+
+
+@dataclass(frozen=True)
+class FrontConfig:
+    host: str
+    port: int
+    workers: int
+    max_body_mb: int
+    request_timeout_s: int
+    alias: str
+    nginx: str
+    njs_module: str
+
+
+def _json_body(code: str, message: str) -> str:
+    """A JSON literal safe to put inside an nginx single-quoted string."""
+    return json.dumps({"error_code": code, "message": message}).replace("'", "\\'") + "\\n"
+
+
+def render(config: FrontConfig, pool: ScoringPool, run_dir: Path, filter_errors: bool) -> str:
+    upstreams = "\n".join(f"        server unix:{sock};" for sock in pool.sockets)
+    headers = (
+        f'add_header X-Model-Version "{pool.version}" always;\n'
+        f'        add_header X-Model-Alias "{config.alias}" always;'
+    )
+    user = "user root;" if os.geteuid() == 0 else ""
+    module = f"load_module {config.njs_module};" if filter_errors else ""
+    js_import = f"js_import errors from {run_dir / 'errors.js'};" if filter_errors else ""
+    js_filters = (
+        "js_header_filter errors.headers;\n            js_body_filter errors.body;"
+        if filter_errors
+        else ""
+    )
+    too_large = _json_body(
+        "REQUEST_TOO_LARGE",
+        f"request body over {config.max_body_mb} MB; send smaller batches "
+        "(limit: SERVING_MAX_BODY_MB)",
+    )
+    unavailable = _json_body(
+        "MODEL_UNAVAILABLE",
+        f"the model did not answer within {config.request_timeout_s}s or is restarting; retry",
+    )
+    tmp = run_dir / "tmp"
+    return f"""# Written by serving/front.py; rewritten at every switch of model version.
+{user}
+{module}
+worker_processes {config.workers};
+pid {run_dir / "nginx.pid"};
+error_log stderr warn;
+daemon off;
+events {{
+    worker_connections 2048;
+}}
+http {{
+    access_log off;
+    server_tokens off;
+    default_type application/json;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    client_max_body_size {config.max_body_mb}m;
+    client_body_buffer_size 1m;
+    client_body_timeout {config.request_timeout_s}s;
+    keepalive_timeout 65s;
+    keepalive_requests 100000;
+    tcp_nodelay on;
+    {js_import}
+
+    upstream scoring {{
+{upstreams}
+        keepalive 64;
+    }}
+
+    server {{
+        listen {config.host}:{config.port} backlog=1024;
+        error_page 413 @too_large;
+        error_page 502 503 504 @unavailable;
+
+        location @too_large {{
+            {headers}
+            return 413 '{too_large}';
+        }}
+        location @unavailable {{
+            {headers}
+            return 503 '{unavailable}';
+        }}
+        location = /served {{
+            {headers}
+            add_header Cache-Control no-store always;
+            alias {run_dir / "served.json"};
+        }}
+        location = /health {{
+            {headers}
+            add_header Cache-Control no-store always;
+            alias {run_dir / "health.json"};
+        }}
+        location / {{
+            {headers}
+            proxy_pass http://scoring;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_read_timeout {config.request_timeout_s}s;
+            proxy_send_timeout {config.request_timeout_s}s;
+            # A prediction is a pure function: retrying it on the pool's other process is safe.
+            proxy_next_upstream error timeout non_idempotent;
+            proxy_next_upstream_tries 2;
+            {js_filters}
+        }}
+    }}
+}}
+"""
+
+
+class Front:
+    def __init__(self, config: FrontConfig, run_dir: Path) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.process: subprocess.Popen | None = None
+        nginx = shutil.which(config.nginx)
+        if nginx is None:
+            raise StackError(
+                f"nginx not found (SERVING_NGINX={config.nginx!r}); install it "
+                "(apt-get install nginx libnginx-mod-http-js) or set SERVING_NGINX"
+            )
+        self.nginx = nginx
+        self.filter_errors = Path(config.njs_module).is_file()
+        if not self.filter_errors:
+            logger.warning(
+                "nginx njs module %s not found: error answers keep MLflow's stack traces "
+                "(apt-get install libnginx-mod-http-js)",
+                config.njs_module,
+            )
+        (run_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ERRORS_JS, run_dir / "errors.js")
+
+    @property
+    def conf_path(self) -> Path:
+        return self.run_dir / "nginx.conf"
+
+    def _write(self, pool: ScoringPool) -> None:
+        staged = self.conf_path.with_suffix(".new")
+        staged.write_text(render(self.config, pool, self.run_dir, self.filter_errors))
+        check = subprocess.run(
+            [self.nginx, "-t", "-q", "-p", str(self.run_dir), "-c", str(staged)],
+            capture_output=True,
+            text=True,
+        )
+        if check.returncode != 0:
+            raise StackError(f"nginx rejected its config: {check.stderr.strip()}")
+        os.replace(staged, self.conf_path)
+
+    def start(self, pool: ScoringPool, timeout_s: float = 15.0) -> None:
+        self._write(pool)
+        self.process = subprocess.Popen(
+            [self.nginx, "-p", str(self.run_dir), "-c", str(self.conf_path)],
+            stdin=subprocess.DEVNULL,
+        )
+        pid_file = self.run_dir / "nginx.pid"
+        deadline = time.monotonic() + timeout_s
+        while not pid_file.exists():
+            if self.process.poll() is not None:
+                raise StackError(
+                    f"nginx exited with code {self.process.returncode}; is port "
+                    f"{self.config.port} already in use? (SERVING_PORT)"
+                )
+            if time.monotonic() > deadline:
+                raise StackError("nginx did not start")
+            time.sleep(0.05)
+
+    def switch(self, pool: ScoringPool, drain_timeout_s: float) -> None:
+        """Send new requests to ``pool``; return once the old workers finished theirs."""
+        assert self.process is not None
+        old_workers = set(self._workers())
+        self._write(pool)
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + drain_timeout_s
+        while time.monotonic() < deadline:
+            if not old_workers & set(self._workers()):
+                return
+            time.sleep(0.05)
+        logger.warning("old nginx workers still busy after %.0fs; going on", drain_timeout_s)
+
+    def _workers(self) -> list[int]:
+        """PIDs of the nginx master's children (its workers, old and new)."""
+        assert self.process is not None
+        master = self.process.pid
+        children = Path(f"/proc/{master}/task/{master}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except OSError:
+            return []
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGQUIT)  # graceful: finish requests in flight
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

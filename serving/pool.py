@@ -1,0 +1,162 @@
+"""A pool of MLflow scoring processes serving one model version on Unix sockets.
+
+Each process runs exactly the command ``mlflow models serve --env-manager local`` runs (uvicorn
+with ``mlflow.pyfunc.scoring_server.app:app``), one worker each, on its own Unix socket: nginx
+balances over them, which uses every core without uvicorn's multi-worker mode (whose sockets
+lack TCP_NODELAY and add ~40 ms to keep-alive answers), and Unix sockets have no Nagle delay at
+all. Starting uvicorn directly skips one Python start-up (the ``mlflow`` CLI) per process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serving import unix_http
+from stack_common.errors import StackError
+
+logger = logging.getLogger(__name__)
+
+# What mlflow.pyfunc.scoring_server.get_cmd sets; tests/unit/test_pool.py checks they agree.
+MODEL_PATH_ENV = "__pyfunc_model_path__"
+APP = "mlflow.pyfunc.scoring_server.app:app"
+
+
+class PoolFailed(StackError):
+    pass
+
+
+def scoring_command(socket_path: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--uds",
+        str(socket_path),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--timeout-keep-alive",
+        "75",
+        APP,
+    ]
+
+
+def scoring_env(model_path: Path, request_timeout_s: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env[MODEL_PATH_ENV] = model_path.as_uri()
+    env["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(request_timeout_s)
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return env
+
+
+def example_request(model_path: Path) -> bytes | None:
+    """The model's own serving input example, the real prediction every new version must answer."""
+    example = model_path / "serving_input_example.json"
+    return example.read_bytes() if example.is_file() else None
+
+
+@dataclass
+class ScoringPool:
+    version: str
+    model_path: Path
+    sockets: list[Path]
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def start(
+        cls,
+        version: str,
+        model_path: Path,
+        run_dir: Path,
+        size: int,
+        request_timeout_s: int,
+        log_path: Path | None = None,
+    ) -> ScoringPool:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stamp = f"{version}-{int(time.time() * 1000) % 10**8}"
+        sockets = [run_dir / f"v{stamp}-{i}.sock" for i in range(size)]
+        pool = cls(version, model_path, sockets)
+        env = scoring_env(model_path, request_timeout_s)
+        log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to children
+        try:
+            for sock in sockets:
+                sock.unlink(missing_ok=True)
+                pool.processes.append(
+                    subprocess.Popen(
+                        scoring_command(sock),
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT if log else None,
+                    )
+                )
+        finally:
+            if log:
+                log.close()
+        logger.info("starting version %s in %d scoring processes", version, size)
+        return pool
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Every process answers /ping and predicts the model's input example, or PoolFailed."""
+        deadline = time.monotonic() + timeout_s
+        example = example_request(self.model_path)
+        for sock, process in zip(self.sockets, self.processes, strict=True):
+            while True:
+                if process.poll() is not None:
+                    raise PoolFailed(
+                        f"version {self.version}: scoring process exited with code "
+                        f"{process.returncode} while loading the model"
+                    )
+                try:
+                    if unix_http.request(str(sock), "GET", "/ping", timeout=5).status == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise PoolFailed(f"version {self.version}: not ready within {timeout_s:g}s")
+                time.sleep(0.1)
+            if example is not None:
+                self._check_prediction(sock, example)
+
+    def _check_prediction(self, sock: Path, example: bytes) -> None:
+        try:
+            answer = unix_http.request(str(sock), "POST", "/invocations", body=example, timeout=30)
+        except OSError as exc:
+            raise PoolFailed(f"version {self.version}: test prediction failed ({exc})") from None
+        if answer.status != 200:
+            detail = answer.body[:200].decode(errors="replace")
+            raise PoolFailed(
+                f"version {self.version}: test prediction answered {answer.status}: {detail}"
+            )
+        try:
+            predictions = json.loads(answer.body)["predictions"]
+        except (ValueError, KeyError, TypeError):
+            raise PoolFailed(f"version {self.version}: test prediction is not MLflow's") from None
+        if not predictions:
+            raise PoolFailed(f"version {self.version}: test prediction is empty")
+
+    def dead(self) -> list[int]:
+        return [i for i, p in enumerate(self.processes) if p.poll() is not None]
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + timeout_s
+        for process in self.processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for sock in self.sockets:
+            sock.unlink(missing_ok=True)
+        logger.info("stopped the scoring processes of version %s", self.version)

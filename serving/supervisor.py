@@ -1,0 +1,276 @@
+"""The serving supervisor: follows the registry alias and switches versions blue/green.
+
+Every ``SERVING_POLL_SECONDS`` it asks the registry which version carries the alias. When the
+alias moves (``stack-registry promote``/``rollback`` or the MLflow UI), the new version is
+fetched through the cache, started in a fresh pool of scoring processes, checked with ``/ping``
+and a real prediction of its input example, and only then does nginx send it traffic; the old
+pool is retired once nginx's old workers have finished their requests. A version that fails to
+load or predict is never switched to: the old one keeps serving and ``/health`` says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from serving.cache import CacheEntry, ModelCache
+from serving.front import Front, FrontConfig
+from serving.model_source import fetch_production, fetch_version, resolve_version
+from serving.pool import PoolFailed, ScoringPool
+from serving.settings import ServingSettings
+from stack_common.errors import one_line
+
+logger = logging.getLogger(__name__)
+
+# Polling must fail fast while the registry is down; serving goes on with what it has.
+POLL_CLIENT_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    staged = path.with_suffix(".tmp")
+    staged.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(staged, path)
+
+
+class Supervisor:
+    def __init__(self, settings: ServingSettings, cache: ModelCache) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.own_run_dir = settings.run_dir is None
+        self.run_dir = settings.run_dir or Path(tempfile.mkdtemp(prefix="stack-serving-"))
+        self.front = Front(
+            FrontConfig(
+                host=settings.host,
+                port=settings.port,
+                workers=settings.workers,
+                max_body_mb=settings.max_body_mb,
+                request_timeout_s=settings.request_timeout_s,
+                alias=settings.alias,
+                nginx=settings.nginx,
+                njs_module=settings.njs_module,
+            ),
+            self.run_dir,
+        )
+        self.active: ScoringPool | None = None
+        self.loaded_at = ""
+        self.previous_version: str | None = None
+        self.source = "registry"
+        self.failed: dict[str, str] = {}  # versions never to switch to, with the reason
+        self.degraded: dict[str, str] = {}  # dependency -> what is wrong
+        self.client = None
+        self.stopping = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._handle_signals()
+        try:
+            entry = self._first_entry()
+            pool = self._start_pool(entry)
+            pool.wait_ready(self.settings.load_timeout_s)
+            self.front.start(pool)
+            self._activate(pool)
+            logger.info(
+                "serving %s version %s on http://%s:%s (%d scoring processes)",
+                self.settings.model_name,
+                pool.version,
+                self.settings.host,
+                self.settings.port,
+                len(pool.processes),
+            )
+            while not self.stopping:
+                self.tick()
+                self._sleep(self.settings.poll_s)
+        except KeyboardInterrupt:
+            logger.info("stopping")
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        self.front.stop()
+        if self.active is not None:
+            self.active.stop()
+            self.active = None
+        if self.own_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _handle_signals(self) -> None:
+        def stop(signum: int, frame: object) -> None:
+            if self.active is None:  # still starting: unwind at once
+                raise KeyboardInterrupt
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.2, seconds))
+
+    # -- the first version --------------------------------------------------------------------
+
+    def _first_entry(self) -> CacheEntry:
+        """The alias's last known version from the cache if there is one (fast restart), else
+        the registry's. The first poll right after start-up corrects a stale cache."""
+        name, alias = self.settings.model_name, self.settings.alias
+        if self.settings.start_from_cache:
+            cached = self.cache.cached_alias(name, alias)
+            if cached is not None:
+                logger.info(
+                    "starting from the cache: %s version %s was %r when last seen; "
+                    "checking the registry right after start-up",
+                    name,
+                    cached,
+                    alias,
+                )
+                self.source = "cache"
+                return self.cache.fetch(name, cached, lambda _: None)
+        self.source = "registry"
+        return fetch_production(self.settings, self.cache)
+
+    def _start_pool(self, entry: CacheEntry) -> ScoringPool:
+        return ScoringPool.start(
+            entry.version,
+            entry.path,
+            self.run_dir,
+            self.settings.workers,
+            self.settings.request_timeout_s,
+        )
+
+    def _activate(self, pool: ScoringPool) -> None:
+        if self.active is not None and self.active.version != pool.version:
+            self.previous_version = self.active.version
+        self.active = pool
+        self.loaded_at = _now()
+        self._write_status()
+
+    # -- following the alias ------------------------------------------------------------------
+
+    def tick(self) -> None:
+        assert self.active is not None
+        if self.active.dead():
+            logger.error("a scoring process of version %s died; restarting", self.active.version)
+            self._switch(self.active.version, restart=True)
+            return
+        try:
+            version = self._resolve()
+        except Exception as exc:  # registry down or answering errors: keep serving
+            self._degrade("tracking_server", f"unreachable: {one_line(str(exc), 200)}")
+            return
+        self._recover("tracking_server")
+        if version is None:
+            self._degrade(
+                "alias",
+                f"no version has alias {self.settings.alias!r}; "
+                f"keeping version {self.active.version}",
+            )
+            return
+        self._recover("alias")
+        if version != self.active.version and version not in self.failed:
+            self._switch(version)
+
+    def _resolve(self) -> str | None:
+        if self.client is None:
+            for name, value in POLL_CLIENT_ENV.items():
+                os.environ.setdefault(name, value)
+            from stack_common.tracking import connect
+
+            self.client = connect(self.settings.tracking_uri, wait_s=0.5)
+        return resolve_version(self.client, self.settings)
+
+    def _switch(self, version: str, restart: bool = False) -> None:
+        assert self.active is not None
+        started = time.monotonic()
+        if not restart:
+            logger.info(
+                "%s@%s moved to version %s (serving %s); preparing it",
+                self.settings.model_name,
+                self.settings.alias,
+                version,
+                self.active.version,
+            )
+        try:
+            entry = fetch_version(self.settings, self.cache, version)
+        except Exception as exc:
+            self._degrade("artifact_download", f"version {version}: {one_line(str(exc), 200)}")
+            return
+        self._recover("artifact_download")
+        pool = self._start_pool(entry)
+        try:
+            pool.wait_ready(self.settings.load_timeout_s)
+        except PoolFailed as exc:
+            pool.stop()
+            self.failed[version] = str(exc)
+            logger.error(
+                "not switching to version %s: %s; version %s keeps serving",
+                version,
+                exc,
+                self.active.version,
+            )
+            self._write_status()
+            return
+        old = self.active
+        self.front.switch(pool, drain_timeout_s=self.settings.request_timeout_s + 5)
+        self.source = "registry"
+        self._activate(pool)
+        old.stop()
+        self.cache.remember_alias(self.settings.model_name, self.settings.alias, version)
+        logger.info(
+            "now serving version %s (was %s), switched in %.1fs",
+            version,
+            old.version,
+            time.monotonic() - started,
+        )
+
+    # -- status -------------------------------------------------------------------------------
+
+    def _degrade(self, dependency: str, reason: str) -> None:
+        if self.degraded.get(dependency) != reason:
+            logger.warning("degraded: %s %s", dependency, reason)
+            self.degraded[dependency] = reason
+            self._write_status()
+
+    def _recover(self, dependency: str) -> None:
+        if self.degraded.pop(dependency, None) is not None:
+            logger.info("recovered: %s", dependency)
+            self._write_status()
+
+    def _write_status(self) -> None:
+        if self.active is None:
+            return
+        name, version = self.settings.model_name, self.active.version
+        served = {
+            "model_name": name,
+            "alias": self.settings.alias,
+            "version": version,
+            "model_uri": f"models:/{name}/{version}",
+            "loaded_at": self.loaded_at,
+            "source": self.source,
+            "previous_version": self.previous_version,
+            "scoring_processes": len(self.active.processes),
+        }
+        health = {
+            "status": "degraded" if self.degraded or self.failed else "ok",
+            "model_version": version,
+            "alias": self.settings.alias,
+            "degraded": self.degraded,
+            "rejected_versions": self.failed,
+        }
+        _write_json(self.run_dir / "served.json", served)
+        _write_json(self.run_dir / "health.json", health)

@@ -1,0 +1,25 @@
+"""The scoring pool runs exactly MLflow's scoring server, as `mlflow models serve` starts it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.pyfunc import scoring_server
+
+from serving.pool import APP, MODEL_PATH_ENV, scoring_command, scoring_env
+
+
+def test_same_app_and_environment_as_mlflow_models_serve(tmp_path: Path) -> None:
+    command, env = scoring_server.get_cmd(str(tmp_path), port=5000, host="127.0.0.1", nworkers=1)
+    assert command.endswith(APP)
+    ours = scoring_env(tmp_path, request_timeout_s=60)
+    assert ours[MODEL_PATH_ENV] == env[MODEL_PATH_ENV]
+    assert ours["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] == "60"
+
+
+def test_one_uvicorn_worker_per_unix_socket(tmp_path: Path) -> None:
+    cmd = scoring_command(tmp_path / "a.sock")
+    assert cmd[1:3] == ["-m", "uvicorn"]
+    assert cmd[cmd.index("--uds") + 1] == str(tmp_path / "a.sock")
+    assert cmd[cmd.index("--workers") + 1] == "1"
+    assert cmd[-1] == APP
