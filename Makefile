@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SYSTEM_PACKAGES_FLAGS ?=
 
 .PHONY: help install demo up down test test-fast lint format lock docker-images bench clean
 
@@ -13,7 +14,8 @@ help:
 	@echo "make down    stop it (data stays in STACK_DATA_DIR, default .stack/)"
 	@echo "make lint    ruff"
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock scripts/install-system-packages.sh
+	bash scripts/install-system-packages.sh $(SYSTEM_PACKAGES_FLAGS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
@@ -31,6 +33,7 @@ down: $(STAMP)
 	$(BIN)/stack-local down
 
 test: $(STAMP)
+	bash scripts/install-system-packages.sh --with-browser
 	$(BIN)/ruff check .
 	bash tests/run.sh
 
