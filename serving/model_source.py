@@ -16,7 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -112,15 +115,48 @@ def _empty(folder: Path) -> None:
             child.unlink()
 
 
+TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+_download_lock = threading.Lock()
+
+
+@contextmanager
+def download_timeout() -> Iterator[None]:
+    """Raise MLflow's HTTP read timeout for the length of a download.
+
+    Through the proxy, the tracking server fetches a whole file from the bucket before it sends
+    the first byte, so the client's read timeout must cover that (about 70 s for 1 GB in
+    bench/model_fetch.py against moto). The short timeouts that suit registry calls (60 s for
+    clients, 10 s for the supervisor's polls) would cut large models off: a download gets
+    ``SERVING_DOWNLOAD_TIMEOUT_SECONDS`` (default 600) unless the timeout set is already longer.
+    """
+    wanted = env_int(os.environ, "SERVING_DOWNLOAD_TIMEOUT_SECONDS", 600, minimum=1)
+    with _download_lock:
+        before = os.environ.get(TIMEOUT_ENV)
+        try:
+            current = int(before) if before else 0
+        except ValueError:
+            current = 0
+        if current < wanted:
+            os.environ[TIMEOUT_ENV] = str(wanted)
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(TIMEOUT_ENV, None)
+            else:
+                os.environ[TIMEOUT_ENV] = before
+
+
 def download_version(name: str, version: str, folder: Path) -> None:
     """One attempt: every file of ``models:/name/version`` into ``folder``."""
     import mlflow
 
     # MLflow's own per-file bars only clutter logs; the cache draws a byte bar on a TTY.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{name}/{version}", dst_path=str(folder)
-    )
+    with download_timeout():
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=str(folder)
+        )
 
 
 def download_with_retry(

@@ -269,3 +269,16 @@ def test_progress_bar_and_download_log(
     assert "from http://tracking" in line and "MB in" in line
     ModelCache(tmp_path, progress=False).fetch(NAME, "5", writer())
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("before", "inside"), [("10", "600"), ("900", "900"), (None, "600")])
+def test_downloads_get_a_read_timeout_long_enough_for_large_models(
+    monkeypatch: pytest.MonkeyPatch, before: str | None, inside: str
+) -> None:
+    monkeypatch.setenv(model_source.TIMEOUT_ENV, before or "x")
+    if before is None:
+        monkeypatch.delenv(model_source.TIMEOUT_ENV)
+    monkeypatch.delenv("SERVING_DOWNLOAD_TIMEOUT_SECONDS", raising=False)
+    with model_source.download_timeout():
+        assert os.environ[model_source.TIMEOUT_ENV] == inside
+    assert os.environ.get(model_source.TIMEOUT_ENV) == before  # registry calls keep theirs
