@@ -104,10 +104,14 @@ class ScoringPool:
         logger.info("starting version %s in %d scoring processes", version, size)
         return pool
 
-    def wait_ready(self, timeout_s: float) -> None:
-        """Every process answers /ping and predicts the model's input example, or PoolFailed."""
+    def wait_ready(self, timeout_s: float, fallback_example: bytes | None = None) -> None:
+        """Every process answers /ping and predicts the model's input example, or PoolFailed.
+
+        A version logged without an input example is tried on ``fallback_example`` (the served
+        version's): it replaces that version, so it must answer the same requests.
+        """
         deadline = time.monotonic() + timeout_s
-        example = example_request(self.model_path)
+        example = example_request(self.model_path) or fallback_example
         for sock, process in zip(self.sockets, self.processes, strict=True):
             while True:
                 if process.poll() is not None:

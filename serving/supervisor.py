@@ -23,7 +23,7 @@ from pathlib import Path
 from serving.cache import CacheEntry, ModelCache
 from serving.front import Front, FrontConfig
 from serving.model_source import fetch_production, fetch_version, resolve_version
-from serving.pool import PoolFailed, ScoringPool
+from serving.pool import PoolFailed, ScoringPool, example_request
 from serving.settings import ServingSettings
 from stack_common.errors import one_line
 
@@ -213,7 +213,7 @@ class Supervisor:
         self._recover("artifact_download")
         pool = self._start_pool(entry)
         try:
-            pool.wait_ready(self.settings.load_timeout_s)
+            pool.wait_ready(self.settings.load_timeout_s, example_request(self.active.model_path))
         except PoolFailed as exc:
             pool.stop()
             self.failed[version] = str(exc)

@@ -43,9 +43,12 @@ class ServiceFactory:
         return service
 
     def tracking(
-        self, data_dir: Path | None = None, env: Mapping[str, str] | None = None
+        self,
+        data_dir: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
     ) -> Service:
-        port = free_port()
+        port = port or free_port()
         log = self.tmp_path / f"tracking-{port}.log"
         service = start_tracking_server(data_dir or self.tmp_path / "stack", port, log, env)
         return self._up(service, "/health")

@@ -1,0 +1,96 @@
+"""Serving keeps answering with the model it has: a broken new version is never switched to,
+and a tracking server that goes away only degrades /health until it is back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from tests.conftest import ServiceFactory
+from tests.helpers import LoadGenerator, cli_env, run_cli
+
+pytestmark = pytest.mark.e2e
+
+BROKEN_MODEL = Path(__file__).with_name("broken_model.py")
+
+
+def health(url: str) -> dict:
+    return requests.get(f"{url}/health", timeout=5).json()
+
+
+def wait_for(condition, timeout_s: float = 60, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def register_broken_version(tracking_uri: str, name: str) -> str:
+    """A version that loads but fails every prediction (MLflow 'model from code'), logged
+    without an input example: serving tests it on the served version's example."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(name)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(BROKEN_MODEL), pip_requirements=["mlflow"]
+        )
+    client = MlflowClient(tracking_uri)
+    mv = client.create_model_version(name, info.model_uri, model_id=info.model_id)
+    return str(mv.version)
+
+
+def test_broken_version_is_never_switched_to(services: ServiceFactory, unique_name: str) -> None:
+    tracking = services.tracking()
+    env = cli_env(tracking.url, unique_name)
+    assert run_cli("training", env=env).code == 0
+    assert run_cli("promotion", "promote", env=env).code == 0
+    serving = services.serving(tracking.url, unique_name, env={"SERVING_POLL_SECONDS": "0.5"})
+
+    broken = register_broken_version(tracking.url, unique_name)
+    with LoadGenerator(serving.url, concurrency=4) as load:
+        forced = run_cli("promotion", "promote", "--version", broken, "--force", env=env)
+        assert forced.code == 0, forced.stderr
+        rejected = wait_for(
+            lambda: health(serving.url)["rejected_versions"], what="the broken version rejected"
+        )
+    assert list(rejected) == [broken]
+    assert health(serving.url)["status"] == "degraded"
+    assert load.failures == []
+    assert load.versions_seen() == {"1"}
+    assert requests.get(f"{serving.url}/served", timeout=5).json()["version"] == "1"
+
+    # Rolling back to a good version clears the alarm about the alias.
+    assert run_cli("promotion", "rollback", env=env).code == 0
+
+
+def test_tracking_server_outage_degrades_health_but_not_answers(
+    services: ServiceFactory, unique_name: str, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "stack"
+    tracking = services.tracking(data_dir=data_dir)
+    port = int(tracking.url.rsplit(":", 1)[1])
+    env = cli_env(tracking.url, unique_name)
+    assert run_cli("training", env=env).code == 0
+    assert run_cli("promotion", "promote", env=env).code == 0
+    serving = services.serving(tracking.url, unique_name, env={"SERVING_POLL_SECONDS": "0.5"})
+
+    with LoadGenerator(serving.url, concurrency=4) as load:
+        tracking.stop()
+        degraded = wait_for(
+            lambda: health(serving.url)["degraded"].get("tracking_server"),
+            what="/health to report the tracking server",
+        )
+        assert "unreachable" in degraded
+        time.sleep(2)
+        services.tracking(data_dir=data_dir, port=port)
+        wait_for(lambda: health(serving.url)["status"] == "ok", what="/health to recover")
+    assert load.failures == []
+    assert len(load.answers) > 50
