@@ -1,0 +1,332 @@
+"""The compose files and Dockerfiles, checked without starting anything.
+
+``docker compose config`` must accept every combination the docs name (base, base+aws, base+gcs,
+base+offline) and resolve it to what the stack promises: loopback-only ports, healthchecks,
+start-up order, bucket credentials only where they are needed. A missing secret must stop
+Compose with the variable's name. The Dockerfiles must pass hadolint and pin what the lock pins.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from compose_stack import AWS, BASE, GCS, OFFLINE, ROOT, TEST_SECRETS, ComposeProject
+
+COMBINATIONS = {
+    "base": (BASE,),
+    "aws": (BASE, AWS),
+    "gcs": (BASE, GCS),
+    "offline": (BASE, OFFLINE),
+}
+CLOUD_ENV = {
+    "ARTIFACTS_BUCKET": "acme-mlflow-artifacts",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+}
+DOCKERFILES = {
+    "tracking-server": "tracking_server/Dockerfile",
+    "trainer": "training/Dockerfile",
+    "serving": "serving/Dockerfile",
+}
+LONG_RUNNING = ("postgres", "minio", "tracking-server", "serving")
+CREDENTIAL_PREFIXES = ("AWS_", "GOOGLE_", "MINIO_", "PGPASSWORD", "MLFLOW_S3_")
+
+pytestmark = pytest.mark.usefixtures("compose_cli")
+
+
+def resolved(files: tuple[str, ...], env_file: Path) -> dict:
+    return ComposeProject("stackconfig", env_file, files).config()
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    key = tmp_path / "gcp-sa-key.json"
+    key.write_text("{}")
+    return key
+
+
+@pytest.fixture(params=sorted(COMBINATIONS))
+def combination(request, env_file, key_file) -> tuple[str, dict]:
+    name = request.param
+    path = env_file(**CLOUD_ENV, GCP_SA_KEY_FILE=str(key_file))
+    return name, resolved(COMBINATIONS[name], path)
+
+
+def test_every_combination_resolves_to_the_promised_stack(combination) -> None:
+    name, config = combination
+    services = config["services"]
+    assert {"postgres", "create-bucket", "tracking-server", "trainer", "serving"} <= set(services)
+    assert ("minio" in services) == (name in ("base", "offline"))
+
+    for service_name, service in services.items():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", (service_name, port)
+    assert "ports" not in services["postgres"]
+    published = {(s, p["target"]) for s, svc in services.items() for p in svc.get("ports", [])}
+    assert {("tracking-server", 5000), ("serving", 8080)} <= published
+    assert ("minio", 9000) not in published  # the S3 API stays on the compose network
+
+    for service_name in LONG_RUNNING:
+        if service_name in services:
+            assert services[service_name]["healthcheck"]["test"], service_name
+            assert services[service_name]["restart"] == "unless-stopped"
+
+    tracking = services["tracking-server"]
+    assert tracking["depends_on"]["postgres"]["condition"] == "service_healthy"
+    bucket_job_done = tracking["depends_on"]["create-bucket"]["condition"]
+    assert bucket_job_done == "service_completed_successfully"
+    assert services["create-bucket"]["restart"] == "no"
+    for client in ("trainer", "serving"):
+        assert services[client]["depends_on"]["tracking-server"]["condition"] == "service_healthy"
+    assert services["trainer"]["profiles"] == ["jobs"]
+
+    env = tracking["environment"]
+    assert env["MLFLOW_SERVE_ARTIFACTS"] == "true"
+    assert env["MLFLOW_HOST"] == "0.0.0.0"
+    uri = env["MLFLOW_BACKEND_STORE_URI"]
+    assert uri.startswith("postgresql+psycopg2://") and "@postgres:5432/" in uri
+    assert TEST_SECRETS["POSTGRES_PASSWORD"] not in uri
+    assert env["PGPASSWORD"] == TEST_SECRETS["POSTGRES_PASSWORD"]
+    bucket_job = services["create-bucket"]["environment"]
+    assert bucket_job["MLFLOW_ARTIFACTS_DESTINATION"] == env["MLFLOW_ARTIFACTS_DESTINATION"]
+
+    for client in ("trainer", "serving"):
+        client_env = services[client]["environment"]
+        assert client_env["MLFLOW_TRACKING_URI"] == "http://tracking-server:5000"
+        leaked = [k for k in client_env if k.startswith(CREDENTIAL_PREFIXES)]
+        assert not leaked, f"{client} must not hold bucket or database credentials: {leaked}"
+    serving_env = services["serving"]["environment"]
+    assert serving_env["SERVING_HOST"] == "0.0.0.0"
+    assert float(serving_env["SERVING_ALIAS_WAIT_SECONDS"]) >= 3600
+
+    for service_name, dockerfile in DOCKERFILES.items():
+        build = services[service_name]["build"]
+        assert Path(build["context"]) == ROOT
+        assert build["dockerfile"] == dockerfile
+        assert "PYTHON_IMAGE" in build["args"]
+    assert services["create-bucket"]["image"] == tracking["image"]
+
+
+@pytest.mark.parametrize(
+    "host", ["tracking-server:5000", "tracking-server", "localhost:5000", "127.0.0.1:54321"]
+)
+def test_tracking_server_accepts_the_host_headers_it_will_get(env_file, host: str) -> None:
+    """MLflow 3.5+ answers 403 to unknown Host headers: check with MLflow's own matcher."""
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    env = resolved((BASE,), env_file())["services"]["tracking-server"]["environment"]
+    allowed = [h.strip() for h in env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")]
+    assert is_allowed_host_header(allowed, host)
+    assert not is_allowed_host_header(allowed, "evil.example:5000")
+
+
+def test_base_pins_the_real_images_and_keeps_data_in_named_volumes(env_file) -> None:
+    config = resolved((BASE,), env_file())
+    services = config["services"]
+    assert re.fullmatch(r"postgres:16\.\d+(-\w+)?", services["postgres"]["image"])
+    assert re.fullmatch(
+        r"minio/minio:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", services["minio"]["image"]
+    )
+    assert services["tracking-server"]["build"]["args"]["PYTHON_IMAGE"] == "python:3.12-slim"
+    mounts = {
+        s: [(v["type"], v["source"]) for v in services[s].get("volumes", [])]
+        for s in ("postgres", "minio")
+    }
+    assert mounts == {
+        "postgres": [("volume", "postgres-data")],
+        "minio": [("volume", "minio-data")],
+    }
+    assert "9001" in {p["published"] for p in services["minio"]["ports"]}
+    env = services["tracking-server"]["environment"]
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://mlflow-artifacts/"
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["AWS_ACCESS_KEY_ID"] == TEST_SECRETS["MINIO_ROOT_USER"]
+    assert services["create-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
+
+
+def test_published_ports_follow_the_env(env_file) -> None:
+    path = env_file(MLFLOW_UI_PORT="15000", SERVING_API_PORT="18080", MINIO_CONSOLE_PORT="19001")
+    services = resolved((BASE,), path)["services"]
+    published = {
+        s: sorted(p["published"] for p in svc.get("ports", [])) for s, svc in services.items()
+    }
+    assert published["tracking-server"] == ["15000"]
+    assert published["serving"] == ["18080"]
+    assert published["minio"] == ["19001"]
+
+
+def test_aws_overlay_uses_the_bucket_and_the_default_credential_chain(env_file) -> None:
+    services = resolved((BASE, AWS), env_file(**CLOUD_ENV))["services"]
+    for name in ("create-bucket", "tracking-server"):
+        env = services[name]["environment"]
+        assert env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://acme-mlflow-artifacts/")
+        assert "MLFLOW_S3_ENDPOINT_URL" not in env  # AWS itself, not MinIO
+        assert env["AWS_DEFAULT_REGION"] == "eu-west-1"
+        # Empty keys: boto3 skips them and finds the instance or task role.
+        assert env["AWS_ACCESS_KEY_ID"] == "" and env["AWS_SECRET_ACCESS_KEY"] == ""
+    assert "depends_on" not in services["create-bucket"]
+    keyed = env_file(name="keys.env", **CLOUD_ENV, AWS_ACCESS_KEY_ID="AKIAEXAMPLE")
+    env = resolved((BASE, AWS), keyed)["services"]["tracking-server"]["environment"]
+    assert env["AWS_ACCESS_KEY_ID"] == "AKIAEXAMPLE"
+
+
+def test_gcs_overlay_mounts_the_key_read_only(env_file, key_file) -> None:
+    path = env_file(**CLOUD_ENV, GCP_SA_KEY_FILE=str(key_file))
+    services = resolved((BASE, GCS), path)["services"]
+    for name in ("create-bucket", "tracking-server"):
+        service = services[name]
+        env = service["environment"]
+        assert env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("gs://acme-mlflow-artifacts/")
+        assert not [k for k in env if k.startswith(("AWS_", "MLFLOW_S3_"))]
+        [mount] = service["volumes"]
+        assert mount["source"] == str(key_file)
+        assert mount["read_only"] is True
+        assert env["GOOGLE_APPLICATION_CREDENTIALS"] == mount["target"]
+    assert "volumes" not in services["serving"] or all(
+        v["type"] == "volume" for v in services["serving"]["volumes"]
+    )
+
+
+def test_offline_override_maps_every_image_to_its_stand_in(env_file) -> None:
+    services = resolved((BASE, OFFLINE), env_file())["services"]
+    assert services["postgres"]["image"] == "local/postgres:15"
+    assert services["minio"]["image"] == "local/s3:moto"
+    assert services["minio"]["command"][0] == "moto_server"
+    assert "ports" not in services["minio"]
+    for name in DOCKERFILES:
+        assert services[name]["build"]["args"]["PYTHON_IMAGE"] == "local/python:3.11-slim"
+
+
+MISSING = [
+    ("base", "POSTGRES_PASSWORD"),
+    ("base", "MINIO_ROOT_USER"),
+    ("base", "MINIO_ROOT_PASSWORD"),
+    ("aws", "ARTIFACTS_BUCKET"),
+    ("aws", "AWS_DEFAULT_REGION"),
+    ("gcs", "GCP_SA_KEY_FILE"),
+]
+
+
+@pytest.mark.parametrize(("combination_name", "variable"), MISSING)
+@pytest.mark.parametrize("how", ["unset", "empty"])
+def test_missing_secret_stops_compose_and_names_it(
+    env_file, key_file, combination_name: str, variable: str, how: str
+) -> None:
+    values: dict[str, str | None] = {**CLOUD_ENV, "GCP_SA_KEY_FILE": str(key_file)}
+    values[variable] = None if how == "unset" else ""
+    project = ComposeProject("stackconfig", env_file(**values), COMBINATIONS[combination_name])
+    result = project.run("config", "--quiet", check=False, timeout=60)
+    assert result.returncode != 0
+    assert variable in result.stderr
+    assert "set it in .env" in result.stderr
+
+
+def test_env_example_documents_every_compose_variable_and_works_once_filled(
+    tmp_path: Path,
+) -> None:
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
+    used: set[str] = set()
+    for name in (BASE, AWS, GCS):
+        used |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / name).read_text()))
+    assert not used - documented, f"not in .env.example: {sorted(used - documented)}"
+
+    # `cp .env.example .env` + secrets: the local section's values (127.0.0.1 hosts, no alias
+    # wait) must not leak into the containers.
+    filled = example
+    for key, value in TEST_SECRETS.items():
+        filled, count = re.subn(rf"^{key}=.*$", f"{key}={value}", filled, flags=re.MULTILINE)
+        assert count == 1, f"{key}= should appear once, uncommented, in .env.example"
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(filled)
+    services = resolved((BASE,), dotenv)["services"]
+    serving = services["serving"]["environment"]
+    assert serving["SERVING_HOST"] == "0.0.0.0"
+    assert serving["MLFLOW_TRACKING_URI"] == "http://tracking-server:5000"
+    assert float(serving["SERVING_ALIAS_WAIT_SECONDS"]) >= 3600
+    assert services["tracking-server"]["environment"]["MLFLOW_HOST"] == "0.0.0.0"
+
+
+def test_env_example_leaves_the_secrets_empty(tmp_path: Path) -> None:
+    """A copied .env.example is refused until the secrets are filled in: no working default."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text((ROOT / ".env.example").read_text())
+    result = ComposeProject("stackconfig", dotenv).run("config", "--quiet", check=False)
+    assert result.returncode != 0
+    assert "set it in .env" in result.stderr
+
+
+# --- Dockerfiles -------------------------------------------------------------------------------
+
+
+def hadolint() -> Path:
+    return Path(sys.executable).with_name("hadolint")
+
+
+@pytest.mark.parametrize("dockerfile", sorted(DOCKERFILES.values()))
+def test_dockerfile_passes_hadolint(dockerfile: str) -> None:
+    try:
+        result = subprocess.run(
+            [str(hadolint()), "--no-color", dockerfile],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except OSError as exc:
+        pytest.skip(f"hadolint cannot run here ({hadolint()}): {exc}")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def lock_pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+@pytest.mark.parametrize("dockerfile", sorted(DOCKERFILES.values()))
+def test_dockerfile_follows_the_house_rules(dockerfile: str) -> None:
+    text = (ROOT / dockerfile).read_text()
+    instructions = [
+        line for line in text.splitlines() if line.strip() and not line.startswith((" ", "#"))
+    ]
+    assert instructions[:2] == ["ARG PYTHON_IMAGE=python:3.12-slim", "FROM ${PYTHON_IMAGE}"]
+    assert "--mount" not in text and "<<" not in text, "classic builder: no BuildKit syntax"
+    user = [line for line in instructions if line.startswith("USER ")]
+    assert user and user[-1].split()[1].split(":")[0] not in ("0", "root")
+    assert text.index("pip install --no-cache-dir -c requirements.lock") < text.index(
+        "COPY stack_common/"
+    ), "dependencies must be installed before the source is copied"
+
+    lock = lock_pins()
+    pins = dict(re.findall(r"\b([A-Za-z0-9_.-]+)==([0-9][^\s\\]*)", text))
+    assert pins, "runtime dependencies must be pinned"
+    for name, version in pins.items():
+        key = name.lower().replace("_", "-")
+        if key in lock:  # setuptools builds the wheel; the lock lists what runs
+            assert lock[key] == version, f"{dockerfile}: {name}=={version}, lock has {lock[key]}"
+
+
+def test_dockerignore_is_an_allow_list() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed <= {
+        "pyproject.toml",
+        "requirements.lock",
+        "stack_common",
+        "tracking_server",
+        "training",
+        "promotion",
+        "serving",
+    }

@@ -1,0 +1,170 @@
+"""The user story of docs/compose.md, for real: containers, a database, a bucket, HTTP.
+
+One compose project with its own name, .env and free loopback ports: build, ``up -d --wait``,
+train with ``run --rm trainer``, promote with ``run --rm trainer stack-registry promote``, predict
+from the host, find the artifacts in the bucket, restart (``down`` keeping the volumes, ``up``)
+and find runs, versions and aliases again; ``down -v`` at the end even on failure.
+
+Here it runs on the offline stand-ins (tests/compose/offline.yml). Their S3 store (moto) keeps
+objects in memory, so after the restart the bucket is new and empty: the restart checks what
+PostgreSQL and the serving cache volume keep. Against real MinIO (STACK_COMPOSE_OVERRIDE="" on
+a machine that can pull the images) the artifacts are checked again after the restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from compose_stack import BASE, OFFLINE, TEST_SECRETS, ComposeProject, write_env_file
+
+from local_stack.processes import free_port
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
+
+LIST_BUCKET = """
+import json, os, boto3
+bucket = os.environ["MLFLOW_ARTIFACTS_DESTINATION"].split("/")[2]
+s3 = boto3.client("s3", endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
+pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+print(json.dumps([o["Key"] for page in pages for o in page.get("Contents", [])]))
+"""
+CREDENTIALS_IN_ENV = """
+import json, os
+print(json.dumps(sorted(k for k in os.environ if k.startswith(("AWS_", "GOOGLE_", "PG")))))
+"""
+PROMOTION_WAIT_S = 120.0
+
+
+def invoke(port: int, hours: float) -> requests.Response:
+    response = requests.post(
+        f"http://127.0.0.1:{port}/invocations",
+        json={"dataframe_split": {"columns": ["hours"], "data": [[hours]]}},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response
+
+
+def predict(port: int, hours: float) -> float:
+    [prediction] = invoke(port, hours).json()["predictions"]
+    return float(prediction)
+
+
+def wait_for_version(port: int, version: str, timeout_s: float) -> float:
+    """Poll /invocations until ``version`` answers; its prediction for 5 hours."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            response = invoke(port, 5)
+            if response.headers.get("X-Model-Version") == version:
+                [prediction] = response.json()["predictions"]
+                return float(prediction)
+        except (requests.RequestException, KeyError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"serving did not answer with version {version} in time")
+        time.sleep(2)
+
+
+def bucket_keys(stack: ComposeProject) -> list[str]:
+    return json.loads(stack.python_in("tracking-server", LIST_BUCKET))
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> ComposeProject:
+    override = os.environ.get("STACK_COMPOSE_OVERRIDE", OFFLINE)
+    files = (BASE, override) if override else (BASE,)
+    name = uuid.uuid4().hex[:8]
+    env_file = write_env_file(
+        tmp_path / "compose.env",
+        {
+            **TEST_SECRETS,
+            "MODEL_NAME": f"compose-{name}",
+            "MLFLOW_EXPERIMENT_NAME": f"compose-{name}",
+            "MLFLOW_UI_PORT": str(free_port()),
+            "SERVING_API_PORT": str(free_port()),
+            "MINIO_CONSOLE_PORT": str(free_port()),
+        },
+    )
+    return ComposeProject(f"stacktest{name}", env_file, files)
+
+
+def settings_of(stack: ComposeProject) -> dict[str, str]:
+    lines = stack.env_file.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+@pytest.mark.timeout(1800)
+def test_compose_stack_trains_promotes_serves_and_survives_a_restart(
+    stack: ComposeProject,
+) -> None:
+    from mlflow import MlflowClient
+
+    settings = settings_of(stack)
+    ui_port, serving_port = int(settings["MLFLOW_UI_PORT"]), int(settings["SERVING_API_PORT"])
+    model = settings["MODEL_NAME"]
+    in_memory_bucket = OFFLINE in stack.files
+    with stack.lifecycle():
+        # Up: the tracking server answers on the loopback UI port; serving waits, and says so.
+        assert requests.get(f"http://127.0.0.1:{ui_port}/health", timeout=10).text == "OK"
+        assert "waiting for a production version" in stack.logs("serving")
+        assert json.loads(stack.python_in("serving", CREDENTIALS_IN_ENV)) == []
+
+        # Train + register with MLFLOW_TRACKING_URI alone; then promote.
+        trained = stack.run("run", "--rm", "-T", "trainer", step="run trainer")
+        assert f"registered '{model}' version 1" in trained.stdout, trained.stdout
+        promoted = stack.run(
+            "run", "--rm", "-T", "trainer", "stack-registry", "promote", step="promote"
+        )
+        assert f"{model}@production -> version 1" in promoted.stdout, promoted.stdout
+
+        # Serving picks the promotion up by itself and answers from the host.
+        started = time.monotonic()
+        grade = wait_for_version(serving_port, "1", PROMOTION_WAIT_S)
+        stack.timings["serving picks up v1"] = time.monotonic() - started
+        assert 0 <= grade <= 100
+        assert predict(serving_port, 8) >= predict(serving_port, 2)
+
+        # A second version, promoted: serving follows the alias without a restart.
+        stack.run("run", "--rm", "-T", "trainer", step="run trainer (v2)")
+        stack.run("run", "--rm", "-T", "trainer", "stack-registry", "promote", step="promote v2")
+        started = time.monotonic()
+        assert 0 <= wait_for_version(serving_port, "2", PROMOTION_WAIT_S) <= 100
+        stack.timings["serving switches to v2"] = time.monotonic() - started
+
+        # The artifacts went to the bucket through the tracking server's proxy.
+        keys = bucket_keys(stack)
+        assert any(k.endswith("/MLmodel") for k in keys), keys
+        assert any(k.endswith("/requirements.txt") for k in keys), keys
+
+        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{ui_port}")
+        run_ids = {v.version: v.run_id for v in client.search_model_versions(f"name='{model}'")}
+        assert set(run_ids) == {"1", "2"}
+
+        # Restart keeping the volumes: runs, versions and aliases live in PostgreSQL.
+        stack.down(volumes=False)
+        stack.up(step="up --wait (restart)")
+        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{ui_port}")
+        for run_id in run_ids.values():
+            assert client.get_run(run_id).info.status == "FINISHED"
+        assert client.get_model_version_by_alias(model, "production").version == "2"
+        assert client.get_model_version_by_alias(model, "previous").version == "1"
+        status = stack.run(
+            "run", "--rm", "-T", "trainer", "stack-registry", "production-version", step="status"
+        )
+        assert status.stdout.strip().splitlines()[-1] == "2"
+        # Serving comes back with the promoted version (from its cache volume if need be).
+        assert 0 <= wait_for_version(serving_port, "2", PROMOTION_WAIT_S) <= 100
+        if in_memory_bucket:
+            # moto: the bucket was recreated, without the model's files
+            assert not any(k.endswith("/MLmodel") for k in bucket_keys(stack))
+        else:
+            assert set(keys) <= set(bucket_keys(stack))  # MinIO keeps them in its volume
+
+    print("compose story timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in stack.timings.items()))
