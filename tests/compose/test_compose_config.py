@@ -34,7 +34,8 @@ DOCKERFILES = {
 LONG_RUNNING = ("postgres", "minio", "tracking-server", "serving")
 CREDENTIAL_PREFIXES = ("AWS_", "GOOGLE_", "MINIO_", "PGPASSWORD", "MLFLOW_S3_")
 
-pytestmark = pytest.mark.usefixtures("compose_cli")
+# The compose checks need the docker CLI (not an engine); the Dockerfile checks do not.
+needs_compose = pytest.mark.usefixtures("compose_cli")
 
 
 def resolved(files: tuple[str, ...], env_file: Path) -> dict:
@@ -55,6 +56,7 @@ def combination(request, env_file, key_file) -> tuple[str, dict]:
     return name, resolved(COMBINATIONS[name], path)
 
 
+@needs_compose
 def test_every_combination_resolves_to_the_promised_stack(combination) -> None:
     name, config = combination
     services = config["services"]
@@ -110,6 +112,7 @@ def test_every_combination_resolves_to_the_promised_stack(combination) -> None:
     assert services["create-bucket"]["image"] == tracking["image"]
 
 
+@needs_compose
 @pytest.mark.parametrize(
     "host", ["tracking-server:5000", "tracking-server", "localhost:5000", "127.0.0.1:54321"]
 )
@@ -123,6 +126,7 @@ def test_tracking_server_accepts_the_host_headers_it_will_get(env_file, host: st
     assert not is_allowed_host_header(allowed, "evil.example:5000")
 
 
+@needs_compose
 def test_base_pins_the_real_images_and_keeps_data_in_named_volumes(env_file) -> None:
     config = resolved((BASE,), env_file())
     services = config["services"]
@@ -147,6 +151,7 @@ def test_base_pins_the_real_images_and_keeps_data_in_named_volumes(env_file) -> 
     assert services["create-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
 
 
+@needs_compose
 def test_published_ports_follow_the_env(env_file) -> None:
     path = env_file(MLFLOW_UI_PORT="15000", SERVING_API_PORT="18080", MINIO_CONSOLE_PORT="19001")
     services = resolved((BASE,), path)["services"]
@@ -158,6 +163,7 @@ def test_published_ports_follow_the_env(env_file) -> None:
     assert published["minio"] == ["19001"]
 
 
+@needs_compose
 def test_aws_overlay_uses_the_bucket_and_the_default_credential_chain(env_file) -> None:
     services = resolved((BASE, AWS), env_file(**CLOUD_ENV))["services"]
     for name in ("create-bucket", "tracking-server"):
@@ -173,6 +179,7 @@ def test_aws_overlay_uses_the_bucket_and_the_default_credential_chain(env_file) 
     assert env["AWS_ACCESS_KEY_ID"] == "AKIAEXAMPLE"
 
 
+@needs_compose
 def test_gcs_overlay_mounts_the_key_read_only(env_file, key_file) -> None:
     path = env_file(**CLOUD_ENV, GCP_SA_KEY_FILE=str(key_file))
     services = resolved((BASE, GCS), path)["services"]
@@ -190,6 +197,7 @@ def test_gcs_overlay_mounts_the_key_read_only(env_file, key_file) -> None:
     )
 
 
+@needs_compose
 def test_offline_override_maps_every_image_to_its_stand_in(env_file) -> None:
     services = resolved((BASE, OFFLINE), env_file())["services"]
     assert services["postgres"]["image"] == "local/postgres:15"
@@ -210,6 +218,7 @@ MISSING = [
 ]
 
 
+@needs_compose
 @pytest.mark.parametrize(("combination_name", "variable"), MISSING)
 @pytest.mark.parametrize("how", ["unset", "empty"])
 def test_missing_secret_stops_compose_and_names_it(
@@ -224,6 +233,7 @@ def test_missing_secret_stops_compose_and_names_it(
     assert "set it in .env" in result.stderr
 
 
+@needs_compose
 def test_env_example_documents_every_compose_variable_and_works_once_filled(
     tmp_path: Path,
 ) -> None:
@@ -250,6 +260,7 @@ def test_env_example_documents_every_compose_variable_and_works_once_filled(
     assert services["tracking-server"]["environment"]["MLFLOW_HOST"] == "0.0.0.0"
 
 
+@needs_compose
 def test_env_example_leaves_the_secrets_empty(tmp_path: Path) -> None:
     """A copied .env.example is refused until the secrets are filled in: no working default."""
     dotenv = tmp_path / ".env"

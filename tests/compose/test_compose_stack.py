@@ -72,6 +72,14 @@ def wait_for_version(port: int, version: str, timeout_s: float) -> float:
         time.sleep(2)
 
 
+def wait_for_log(stack: ComposeProject, service: str, text: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in stack.logs(service):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{service} did not log {text!r} within {timeout_s:g}s")
+        time.sleep(1)
+
+
 def bucket_keys(stack: ComposeProject) -> list[str]:
     return json.loads(stack.python_in("tracking-server", LIST_BUCKET))
 
@@ -113,7 +121,7 @@ def test_compose_stack_trains_promotes_serves_and_survives_a_restart(
     with stack.lifecycle():
         # Up: the tracking server answers on the loopback UI port; serving waits, and says so.
         assert requests.get(f"http://127.0.0.1:{ui_port}/health", timeout=10).text == "OK"
-        assert "waiting for a production version" in stack.logs("serving")
+        wait_for_log(stack, "serving", "waiting for a production version")
         assert json.loads(stack.python_in("serving", CREDENTIALS_IN_ENV)) == []
 
         # Train + register with MLFLOW_TRACKING_URI alone; then promote.
