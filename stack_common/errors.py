@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -33,11 +34,27 @@ def one_line(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+_LOST_SERVER = re.compile(r"API request to (\S+) failed with exception")
+
+
+def describe_mlflow_error(message: str) -> str:
+    """MLflow's message in one line; a server that stopped answering gets the fix with it."""
+    lost = _LOST_SERVER.search(message)
+    if lost:
+        url = lost.group(1).split("/api/", 1)[0]
+        return (
+            f"the tracking server at {url} stopped answering (retried, then gave up); "
+            "check that it runs and try again"
+        )
+    return one_line(message)
+
+
 def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn StackError and MLflow's own errors into click's one-line ``Error: …`` and exit 1."""
+    """Turn StackError, MLflow's and HTTP errors into click's one-line ``Error: …``, exit 1."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        import requests
         from mlflow.exceptions import MlflowException
 
         try:
@@ -46,6 +63,9 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise click.ClickException(str(exc)) from exc
         except MlflowException as exc:
             logger.debug("MLflow error", exc_info=True)
-            raise click.ClickException(one_line(exc.message)) from exc
+            raise click.ClickException(describe_mlflow_error(exc.message)) from exc
+        except requests.RequestException as exc:
+            logger.debug("HTTP error", exc_info=True)
+            raise click.ClickException(f"HTTP request failed: {one_line(str(exc), 200)}") from exc
 
     return wrapper

@@ -6,12 +6,13 @@ import os
 
 from stack_common.wait import wait_for_http
 
-# Bounded retries of MLflow's own HTTP client: a server restart costs seconds, a dead server
-# fails within about half a minute instead of MLflow's default of several minutes.
+# Bounded retries of MLflow's own HTTP client: a server restart (several seconds) is ridden
+# out, a dead server fails within about a minute (1+2+4+8+16 s of backoff plus timeouts)
+# instead of MLflow's default of several minutes.
 CLIENT_ENV_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from stack_common.tracking import connect
 from training.data import FEATURE, TARGET, file_checksum, load_grades
+from training.journal import RunJournal
 from training.model import check_behaviour, evaluate, fit, split
 from training.register import register_version
 from training.settings import TrainingSettings
@@ -61,9 +62,12 @@ def run_training(settings: TrainingSettings) -> TrainingResult:
     import mlflow
     from mlflow.models import infer_signature
 
+    journal = RunJournal(settings.journal_path, settings.tracking_uri)
+    journal.close_orphans(client)
     experiment = mlflow.set_experiment(settings.experiment_name)
     with mlflow.start_run(tags={"code_version": code_version(), "data_sha256": checksum}) as run:
         run_id = run.info.run_id
+        journal.opened(run_id)
         logger.info("run %s in experiment %r", run_id, settings.experiment_name)
         data = split(frame, settings.test_size, settings.seed)
         mlflow.log_params(
@@ -115,4 +119,5 @@ def run_training(settings: TrainingSettings) -> TrainingResult:
             run_id,
             tags={"data_sha256": checksum, "test_rmse": f"{metrics['test_rmse']:.6f}"},
         )
+    journal.closed(run_id)  # ended on the server, FINISHED or FAILED: nothing left to repair
     return TrainingResult(run_id, settings.model_name, version, metrics, experiment.experiment_id)

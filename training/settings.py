@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stack_common.env import (
+    data_dir,
     default_model_name,
     default_tracking_uri,
     env_float,
@@ -28,6 +29,7 @@ class TrainingSettings:
     test_size: float
     seed: int
     server_wait_s: float
+    journal_path: Path
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TrainingSettings:
@@ -40,6 +42,7 @@ class TrainingSettings:
             test_size=env_float(env, "TRAINING_TEST_SIZE", 0.2),
             seed=env_int(env, "TRAINING_SEED", 42),
             server_wait_s=env_float(env, "SERVER_WAIT_SECONDS", 30.0),
+            journal_path=data_dir(env) / "training-journal.json",
         )
         if not 0.05 <= settings.test_size <= 0.5:
             raise ConfigError(
