@@ -86,6 +86,41 @@ def compose_unavailable_reason() -> str | None:
     return None
 
 
+def remove_superseded_test_images(prefix: str = "stacktest") -> None:
+    """Delete the dangling images earlier test projects built (a rebuild after a source change
+    untags the previous one); images of any other project are left alone."""
+
+    def docker(*args: str) -> str:
+        return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300).stdout
+
+    dangling = docker(
+        "image",
+        "ls",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "dangling=true",
+        "--filter",
+        "label=com.docker.compose.project",
+    ).split()
+    if not dangling:
+        return
+    labels = docker(
+        "image",
+        "inspect",
+        "--format",
+        '{{.Id}} {{index .Config.Labels "com.docker.compose.project"}}',
+        *dangling,
+    )
+    ours = [
+        fields[0]
+        for fields in map(str.split, labels.splitlines())
+        if len(fields) == 2 and fields[1].startswith(prefix)
+    ]
+    if ours:
+        docker("image", "rm", *ours)
+
+
 class ComposeProject:
     def __init__(
         self,
@@ -179,6 +214,7 @@ class ComposeProject:
                 print(f"--- docker compose logs ({self.project}) ---")
                 print(self.logs())
             self.down(volumes=True)
+            remove_superseded_test_images()
             left = self.leftovers()
             if left and not failed:
                 raise ComposeError(f"down -v left behind: {', '.join(left)}")
