@@ -9,6 +9,7 @@ from error answers (``errors.js``). MLflow's own ``build-docker`` image also put
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.pool import ScoringPool
+from serving.pool import ScoringPool, die_with_parent
 from stack_common.errors import StackError
 
 logger = logging.getLogger(__name__)
@@ -179,10 +180,15 @@ class Front:
         os.replace(staged, self.conf_path)
 
     def start(self, pool: ScoringPool, timeout_s: float = 15.0) -> None:
+        self._kill_leftovers()
         self._write(pool)
+        # Its own process group, so workers orphaned by a dead master can be found and ended;
+        # and it dies with the supervisor rather than keep the port.
         self.process = subprocess.Popen(
-            [self.nginx, "-p", str(self.run_dir), "-c", str(self.conf_path)],
+            [self.nginx, "-e", "stderr", "-p", str(self.run_dir), "-c", str(self.conf_path)],
             stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         pid_file = self.run_dir / "nginx.pid"
         deadline = time.monotonic() + timeout_s
@@ -222,12 +228,21 @@ class Front:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGQUIT)  # graceful: finish requests in flight
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def _kill_leftovers(self) -> None:
+        """End what is left of an earlier nginx (workers outlive a killed master)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # graceful: finish requests in flight
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=timeout_s)
+        self._kill_leftovers()

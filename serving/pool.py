@@ -9,9 +9,12 @@ all. Starting uvicorn directly skips one Python start-up (the ``mlflow`` CLI) pe
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,8 +31,18 @@ MODEL_PATH_ENV = "__pyfunc_model_path__"
 APP = "mlflow.pyfunc.scoring_server.app:app"
 
 
+PR_SET_PDEATHSIG = 1
+
+
 class PoolFailed(StackError):
     pass
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the supervisor dies (Linux prctl), so neither
+    nginx nor a scoring process outlives it holding a port or a socket."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def scoring_command(socket_path: Path) -> list[str]:

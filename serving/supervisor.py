@@ -164,6 +164,9 @@ class Supervisor:
 
     def tick(self) -> None:
         assert self.active is not None
+        if not self.front.alive():
+            logger.error("nginx exited (code %s); starting it again", self.front.returncode())
+            self.front.start(self.active)
         if self.active.dead():
             logger.error("a scoring process of version %s died; restarting", self.active.version)
             self._switch(self.active.version, restart=True)

@@ -126,3 +126,37 @@ def wait_for_version(url: str, version: str, timeout_s: float = 60) -> float:
             pass
         time.sleep(0.1)
     raise AssertionError(f"serving at {url} did not switch to version {version} in {timeout_s}s")
+
+
+def stack_snapshot(tracking_uri: str, model_name: str, experiment: str, scratch: Path) -> dict:
+    """Everything a restart must keep: runs with metrics, versions, aliases, artifact bytes."""
+    import hashlib
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # models:/ URIs resolve through the global registry
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id]) if found else []
+    snapshot: dict = {
+        "runs": {r.info.run_id: (r.info.status, dict(r.data.metrics)) for r in runs},
+        "versions": {
+            mv.version: (mv.status, mv.run_id, mv.source)
+            for mv in client.search_model_versions(f"name='{model_name}'")
+        },
+        "aliases": dict(client.get_registered_model(model_name).aliases),
+        "artifacts": {},
+    }
+    for version in snapshot["versions"]:
+        target = scratch / f"v{version}-{time.monotonic_ns()}"
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{model_name}/{version}",
+            dst_path=str(target),
+        )
+        for path in sorted(target.rglob("*")):
+            if path.is_file():
+                key = f"{version}/{path.relative_to(target)}"
+                snapshot["artifacts"][key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return snapshot

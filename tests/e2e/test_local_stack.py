@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from local_stack.processes import free_port
 from stack_common.scoring import Prediction, predict
-from tests.helpers import cli_env, run_cli
+from tests.helpers import cli_env, run_cli, stack_snapshot
 
 pytestmark = pytest.mark.e2e
 
@@ -107,6 +107,9 @@ def test_up_down_keeps_state_across_restarts(tmp_path: Path) -> None:
         assert run_cli("promotion", "promote", env=env).code == 0
         answer = first_answer(serving, [5])
         assert 40 < answer.grades[0] < 80
+        assert run_cli("training", env=env).code == 0  # a second version, not promoted
+        before = stack_snapshot(ui, "grades-regressor", "grades-regressor", tmp_path)
+        assert len(before["versions"]) == 2 and before["artifacts"]
 
         down = stack_local("down", data_dir=data_dir)
         assert down.returncode == 0 and "stopped tracking-server" in down.stdout
@@ -116,6 +119,8 @@ def test_up_down_keeps_state_across_restarts(tmp_path: Path) -> None:
         client = MlflowClient(ui)
         assert client.get_model_version_by_alias("grades-regressor", "production").version == "1"
         assert first_answer(serving, [5]).grades == answer.grades
+        after = stack_snapshot(ui, "grades-regressor", "grades-regressor", tmp_path)
+        assert after == before  # every run, metric, version, alias and artifact byte
     finally:
         stack_local("down", data_dir=data_dir)
     assert processes_using(data_dir) == []

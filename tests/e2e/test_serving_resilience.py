@@ -94,3 +94,53 @@ def test_tracking_server_outage_degrades_health_but_not_answers(
         wait_for(lambda: health(serving.url)["status"] == "ok", what="/health to recover")
     assert load.failures == []
     assert len(load.answers) > 50
+
+
+def test_nginx_or_a_scoring_process_dying_is_repaired(
+    services: ServiceFactory, unique_name: str
+) -> None:
+    import os
+    import signal
+
+    tracking = services.tracking()
+    env = cli_env(tracking.url, unique_name)
+    assert run_cli("training", env=env).code == 0
+    assert run_cli("promotion", "promote", env=env).code == 0
+    serving = services.serving(tracking.url, unique_name, env={"SERVING_POLL_SECONDS": "0.5"})
+
+    def children(pattern: str) -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == serving.process.pid and pattern in cmdline:
+                pids.append(int(entry.name))
+        return pids
+
+    [nginx] = children("nginx")
+    os.kill(nginx, signal.SIGKILL)
+    wait_for(lambda: children("nginx") and children("nginx") != [nginx], what="nginx restarted")
+    scoring = children("uvicorn")
+    os.kill(scoring[0], signal.SIGKILL)
+    wait_for(
+        lambda: len(children("uvicorn")) == len(scoring) and scoring[0] not in children("uvicorn"),
+        what="the scoring pool restarted",
+    )
+    response = wait_for(
+        lambda: _answer(serving.url), what="serving to answer again after the repairs"
+    )
+    assert response.headers["X-Model-Version"] == "1"
+
+
+def _answer(url: str) -> requests.Response | None:
+    try:
+        response = requests.post(f"{url}/invocations", json={"inputs": {"hours": [5.0]}}, timeout=5)
+    except requests.RequestException:
+        return None
+    return response if response.status_code == 200 else None
