@@ -33,7 +33,7 @@ down: $(STAMP)
 	$(BIN)/stack-local down
 
 test: $(STAMP)
-	bash scripts/install-system-packages.sh --with-browser
+	bash scripts/install-system-packages.sh --with-test-tools
 	$(BIN)/ruff check .
 	bash tests/run.sh
 

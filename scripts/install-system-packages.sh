@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # System packages the local stack and its tests use, from Debian's archive:
 #   nginx + libnginx-mod-http-js  serving's front (blue/green switch, limits, clean error bodies)
-#   chromium                      the browser test of the MLflow UI (tests/e2e/test_ui_promotion.py)
+#   chromium, postgresql          tests only: the MLflow UI in a browser, PostgreSQL as the backend
+#   wrk                           benchmarks only (bench/serving.py)
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 want=()
 command -v nginx >/dev/null 2>&1 || want+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || want+=(libnginx-mod-http-js)
-if [ "${1:-}" = --with-browser ] && ! command -v chromium >/dev/null 2>&1; then want+=(chromium); fi
+for flag in "$@"; do
+  case "$flag" in
+    --with-test-tools)
+      command -v chromium >/dev/null 2>&1 || want+=(chromium)
+      ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || want+=(postgresql)
+      command -v wrk >/dev/null 2>&1 || want+=(wrk) ;;
+  esac
+done
 [ ${#want[@]} -eq 0 ] && exit 0
 
 sudo=""
