@@ -20,7 +20,9 @@ each size (a pyfunc model with one padding file of that size, random bytes):
 - ``cold``: ``serving.model_source.fetch_production`` into an empty cache with the serving
   defaults: alias lookup, download, sha256 of every file, atomic rename;
 - ``warm``: ``fetch_production`` again with a new ModelCache on the same folder, as a restarted
-  replica does: alias lookup plus checksum verification, no download.
+  replica does: alias lookup plus checksum verification, no download;
+- ``local``: upload and download of the same model with a second tracking server whose
+  artifacts are a local folder (the baseline without a bucket).
 
 moto materialises the whole object for every ranged GET, so 8 MB ranges of a 1 GB object cost
 it 128 full reads: ``direct`` and ``proxy`` are slow here for that reason alone, which
@@ -140,7 +142,39 @@ def fresh_dir(parent: Path, prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
-def bench_size(label: str, size: int, args, moto, work: Path, tracking_url: str) -> dict:
+def measure_local(
+    name: str, padding: Path, local_url: str, repeat: int, work: Path
+) -> tuple[dict[str, float], list[float]]:
+    """Upload and download the same model with a tracking server whose store is a folder."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(local_url)
+    mlflow.set_registry_uri(local_url)
+    mlflow.set_experiment("model-fetch-bench")
+    try:
+        version, _, upload_s = log_padded_model(name, padding, multipart=False)
+
+        def download() -> float:
+            dst = fresh_dir(work, "local-")
+            try:
+                return timed(
+                    lambda: mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"models:/{name}/{version}", dst_path=str(dst)
+                    )
+                )
+            finally:
+                shutil.rmtree(dst)
+
+        median, runs = median_of(repeat, download)
+        return {"local_upload_s": upload_s, "local_s": median}, runs
+    finally:
+        mlflow.set_tracking_uri(previous)
+        mlflow.set_registry_uri(previous)
+        mlflow.set_experiment("model-fetch-bench")
+
+
+def bench_size(
+    label: str, size: int, args, moto, work: Path, tracking_url: str, local_url: str
+) -> dict:
     name = f"bench-{label.lower()}-{int(time.time())}"
     padding = work / f"padding-{label}.bin"
     logger.info("[%s] writing %d bytes of padding", label, size)
@@ -165,6 +199,10 @@ def bench_size(label: str, size: int, args, moto, work: Path, tracking_url: str)
     mp_bytes = sum(list_objects(moto, BUCKET, mp_prefix).values())
     assert mp_bytes == model_bytes, (mp_bytes, model_bytes)
     logger.info("[%s] multipart upload %.2fs", label, upload_mp_s)
+    local, local_runs = measure_local(name, padding, local_url, args.repeat, work)
+    logger.info("[%s] local folder store: %s %s", label, local, [round(r, 3) for r in local_runs])
+    for stored in (work / "local-artifacts").iterdir():
+        shutil.rmtree(stored, ignore_errors=True)
     padding.unlink()
 
     def via_mlflow(presigned: bool) -> Callable[[], float]:
@@ -251,16 +289,19 @@ def bench_size(label: str, size: int, args, moto, work: Path, tracking_url: str)
         "objects": len(objects),
         "upload_put_s": upload_put_s,
         "upload_multipart_s": upload_mp_s,
+        **local,
         **medians,
         "proxy_over_direct": medians["proxy_s"] / medians["direct_s"],
         "proxy_over_direct_stream": medians["proxy_s"] / medians["direct_stream_s"],
         "presigned_over_direct_stream": medians["presigned_s"] / medians["direct_stream_s"],
         "mb_per_s": {k: model_bytes / 1e6 / v for k, v in medians.items() if v > 0},
-        "runs": runs,
+        "runs": runs | {"local_s": local_runs},
     }
 
 
 COLUMNS = [
+    ("local_upload_s", "local up"),
+    ("local_s", "local down"),
     ("upload_put_s", "upload PUT"),
     ("upload_multipart_s", "upload MPU"),
     ("proxy_s", "proxy"),
@@ -296,6 +337,8 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     series = [
+        ("local_upload_s", "local folder store: upload through the server"),
+        ("local_s", "local folder store: download through the server"),
         ("upload_put_s", "upload: one PUT through the proxy"),
         ("upload_multipart_s", "upload: multipart, presigned parts"),
         ("proxy_s", "download: through the proxy"),
@@ -360,21 +403,31 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", str(5 * 1024**2))
     apply_client_defaults()
     moto = start_moto_s3(free_port(), work / "moto.log")
-    tracking = None
+    tracking = local = None
     try:
         create_bucket(moto, BUCKET)
         server_env = moto.env | {"MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/{PREFIX}"}
         tracking = start_tracking_server(
             work / "stack", free_port(), work / "tracking.log", server_env
         )
+        (work / "local-artifacts").mkdir()
+        local_env = {"MLFLOW_ARTIFACTS_DESTINATION": str(work / "local-artifacts")}
+        local = start_tracking_server(
+            work / "stack-local", free_port(), work / "tracking-local.log", local_env
+        )
         wait_until_up(tracking, "/health", 180)
+        wait_until_up(local, "/health", 180)
         os.environ.update(moto.env)  # for the boto3 'direct' reads only
         mlflow.set_tracking_uri(tracking.url)
         mlflow.set_experiment("model-fetch-bench")
-        rows = [bench_size(label, size, args, moto, work, tracking.url) for label, size in sizes]
+        rows = [
+            bench_size(label, size, args, moto, work, tracking.url, local.url)
+            for label, size in sizes
+        ]
     finally:
-        if tracking is not None:
-            tracking.stop()
+        for server in (tracking, local):
+            if server is not None:
+                server.stop()
         moto.stop()
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -393,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         "setup": {
             "bucket": "moto S3 server on 127.0.0.1 (objects in memory)",
             "tracking_server": "mlflow server --serve-artifacts, uvicorn, 2 workers, 127.0.0.1",
+            "local_store": "a second tracking server, artifacts in a local folder (same disk)",
             "repeat": args.repeat,
             "client_env": {
                 k: os.environ.get(k)
