@@ -52,5 +52,11 @@ lock: $(STAMP)
 	@( echo "# Exact pins of every package the project installs (make lock regenerates it). Python 3.11."; \
 	   $(BIN)/python -m pip freeze --exclude-editable ) > requirements.lock
 
+bench: $(STAMP)
+	bash scripts/install-system-packages.sh --with-test-tools
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/model_fetch.py
+	$(BIN)/python bench/tracking_load.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache
