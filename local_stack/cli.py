@@ -77,6 +77,18 @@ def down() -> None:
         click.echo("the local stack is not running")
         return
     for name, pid in json.loads(state.read_text()).items():
-        stop_group(pid)
-        click.echo(f"stopped {name} (pid {pid})")
+        if ours(pid, data_dir()):
+            stop_group(pid)
+            click.echo(f"stopped {name} (pid {pid})")
+        else:
+            click.echo(f"{name} (pid {pid}) was not running")
     state.unlink()
+
+
+def ours(pid: int, root: Path) -> bool:
+    """Whether ``pid`` is still a service of this data folder (a PID can be reused)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"STACK_DATA_DIR={root}".encode() in environ

@@ -39,6 +39,7 @@ class Service:
     process: subprocess.Popen
     log_path: Path
     url: str
+    stopped: bool = False
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -47,6 +48,11 @@ class Service:
             return ""
 
     def stop(self, timeout: float = 15.0) -> None:
+        """Stop the service's whole process group, once: its PID may belong to another process
+        after that, and signalling it again could hit a stranger."""
+        if self.stopped:
+            return
+        self.stopped = True
         stop_group(self.process.pid, timeout)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=1)
