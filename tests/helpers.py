@@ -51,6 +51,16 @@ def cli_env(tracking_uri: str, model_name: str, **extra: str) -> dict[str, str]:
     }
 
 
+def train_and_promote(tracking_uri: str, model_name: str, **extra: str) -> dict[str, str]:
+    """Version 1 trained and in production, as the CLIs do it; returns their environment."""
+    env = cli_env(tracking_uri, model_name, **extra)
+    trained = run_cli("training", env=env)
+    assert trained.code == 0, trained.stderr
+    promoted = run_cli("promotion", "promote", env=env)
+    assert promoted.code == 0, promoted.stderr
+    return env
+
+
 def write_grades(path: Path, intercept: float, slope: float, noise_sd: float) -> Path:
     """A dataset of another shape than the shipped one, so its model answers differently."""
     rng = np.random.default_rng(7)

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from local_stack.processes import Service, stop_group
 from tests.conftest import ServiceFactory
-from tests.helpers import LoadGenerator, cli_env, run_cli, wait_for_version
+from tests.helpers import LoadGenerator, cli_env, run_cli, train_and_promote, wait_for_version
 
 pytestmark = pytest.mark.e2e
 
@@ -152,9 +152,7 @@ def test_bucket_outage_while_serving_degrades_health_not_answers(
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     )
-    env = cli_env(tracking.url, unique_name)
-    assert run_cli("training", env=env).code == 0
-    assert run_cli("promotion", "promote", env=env).code == 0
+    env = train_and_promote(tracking.url, unique_name)
     assert run_cli("training", env=env).code == 0  # version 2, in the bucket, not yet served
     serving = services.serving(
         tracking.url,

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from local_stack.processes import free_port
 from stack_common.scoring import Prediction, predict
-from tests.helpers import cli_env, run_cli, stack_snapshot
+from tests.helpers import run_cli, stack_snapshot, train_and_promote
 
 pytestmark = pytest.mark.e2e
 
@@ -102,9 +102,7 @@ def test_up_down_keeps_state_across_restarts(tmp_path: Path) -> None:
         assert stack_local("up", data_dir=data_dir, **ports).returncode != 0  # already running
 
         # Serving waits for a production version; train and promote one, and it answers.
-        env = cli_env(ui, "grades-regressor")
-        assert run_cli("training", env=env).code == 0
-        assert run_cli("promotion", "promote", env=env).code == 0
+        env = train_and_promote(ui, "grades-regressor")
         answer = first_answer(serving, [5])
         assert 40 < answer.grades[0] < 80
         assert run_cli("training", env=env).code == 0  # a second version, not promoted

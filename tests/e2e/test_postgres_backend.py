@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from local_stack.processes import free_port
 from tests.conftest import ServiceFactory
-from tests.helpers import cli_env, run_cli
+from tests.helpers import run_cli, train_and_promote
 
 pytestmark = pytest.mark.e2e
 
@@ -93,9 +93,7 @@ def test_tracking_server_recovers_from_a_postgres_restart(
     services: ServiceFactory, postgres: Postgres, unique_name: str
 ) -> None:
     tracking = services.tracking(env={"MLFLOW_BACKEND_STORE_URI": postgres.uri})
-    env = cli_env(tracking.url, unique_name)
-    assert run_cli("training", env=env).code == 0
-    assert run_cli("promotion", "promote", env=env).code == 0
+    env = train_and_promote(tracking.url, unique_name)
 
     postgres.ctl("-m", "fast", "restart")  # every pooled connection of the server is now dead
     time.sleep(1)

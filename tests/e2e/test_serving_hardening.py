@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from local_stack.processes import Service
 from tests.conftest import ServiceFactory
-from tests.helpers import cli_env, run_cli
+from tests.helpers import train_and_promote
 
 pytestmark = pytest.mark.e2e
 
@@ -24,9 +24,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     factory = ServiceFactory(tmp_path_factory.mktemp("hardening"))
     try:
         tracking = factory.tracking()
-        env = cli_env(tracking.url, "hardening")
-        assert run_cli("training", env=env).code == 0
-        assert run_cli("promotion", "promote", env=env).code == 0
+        train_and_promote(tracking.url, "hardening")
         yield factory.serving(
             tracking.url, "hardening", env={"SERVING_MAX_BODY_MB": "5", "SERVING_WORKERS": "2"}
         )

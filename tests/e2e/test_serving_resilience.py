@@ -12,7 +12,7 @@ import requests
 from mlflow import MlflowClient
 
 from tests.conftest import ServiceFactory
-from tests.helpers import LoadGenerator, cli_env, run_cli
+from tests.helpers import LoadGenerator, run_cli, train_and_promote
 
 pytestmark = pytest.mark.e2e
 
@@ -49,9 +49,7 @@ def register_broken_version(tracking_uri: str, name: str) -> str:
 
 def test_broken_version_is_never_switched_to(services: ServiceFactory, unique_name: str) -> None:
     tracking = services.tracking()
-    env = cli_env(tracking.url, unique_name)
-    assert run_cli("training", env=env).code == 0
-    assert run_cli("promotion", "promote", env=env).code == 0
+    env = train_and_promote(tracking.url, unique_name)
     serving = services.serving(tracking.url, unique_name, env={"SERVING_POLL_SECONDS": "0.5"})
 
     broken = register_broken_version(tracking.url, unique_name)
@@ -77,9 +75,7 @@ def test_tracking_server_outage_degrades_health_but_not_answers(
     data_dir = tmp_path / "stack"
     tracking = services.tracking(data_dir=data_dir)
     port = int(tracking.url.rsplit(":", 1)[1])
-    env = cli_env(tracking.url, unique_name)
-    assert run_cli("training", env=env).code == 0
-    assert run_cli("promotion", "promote", env=env).code == 0
+    train_and_promote(tracking.url, unique_name)
     serving = services.serving(tracking.url, unique_name, env={"SERVING_POLL_SECONDS": "0.5"})
 
     with LoadGenerator(serving.url, concurrency=4) as load:
@@ -103,9 +99,7 @@ def test_nginx_or_a_scoring_process_dying_is_repaired(
     import signal
 
     tracking = services.tracking()
-    env = cli_env(tracking.url, unique_name)
-    assert run_cli("training", env=env).code == 0
-    assert run_cli("promotion", "promote", env=env).code == 0
+    train_and_promote(tracking.url, unique_name)
     serving = services.serving(tracking.url, unique_name, env={"SERVING_POLL_SECONDS": "0.5"})
 
     def children(pattern: str) -> list[int]:

@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import ServiceFactory
-from tests.helpers import cli_env, run_cli, wait_for_version
+from tests.helpers import run_cli, train_and_promote, wait_for_version
 
 pytestmark = pytest.mark.e2e
 
@@ -39,9 +39,7 @@ def test_setting_the_alias_in_the_ui_deploys_that_version(
     from playwright.sync_api import sync_playwright
 
     tracking = services.tracking()
-    env = cli_env(tracking.url, unique_name)
-    assert run_cli("training", env=env).code == 0
-    assert run_cli("promotion", "promote", env=env).code == 0
+    env = train_and_promote(tracking.url, unique_name)
     serving = services.serving(tracking.url, unique_name, env={"SERVING_POLL_SECONDS": "1"})
     wait_for_version(serving.url, "1")
     assert run_cli("training", env=env).code == 0  # version 2, not promoted yet
