@@ -16,6 +16,7 @@ import click
 from stack_common.errors import StackError
 from stack_common.logs import setup_logging
 from tracking_server.artifacts import wait_for_bucket
+from tracking_server.auth import prepare_database, write_config
 from tracking_server.backend import redact, upgrade_schema, wait_for_database
 from tracking_server.settings import ServerSettings
 
@@ -47,12 +48,16 @@ def server_command(settings: ServerSettings) -> list[str]:
         cmd += ["--cors-allowed-origins", settings.cors_allowed_origins]
     if settings.app_name:
         cmd += ["--app-name", settings.app_name]
+    cmd.append("--enable-workspaces" if settings.workspaces else "--disable-workspaces")
     return cmd
 
 
 def prepare(settings: ServerSettings) -> None:
     wait_for_database(settings.backend_store_uri, settings.backend_wait_s)
     upgrade_schema(settings.backend_store_uri)
+    if settings.auth is not None:
+        logger.info("auth database %s", redact(settings.auth.database_uri))
+        prepare_database(settings.auth, settings.backend_store_uri)
     if settings.local_artifacts is not None:
         settings.local_artifacts.mkdir(parents=True, exist_ok=True)
     else:
@@ -61,6 +66,9 @@ def prepare(settings: ServerSettings) -> None:
 
 def server_environment(settings: ServerSettings) -> dict[str, str]:
     env = dict(os.environ)
+    if settings.auth is not None:
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_config(settings.auth))
+        env["MLFLOW_AUTH_ADMIN_USERNAME"] = settings.auth.admin_username
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("DO_NOT_TRACK", "true")
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "true" if settings.job_execution else "false"
@@ -82,12 +90,15 @@ def main(check: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     cmd = server_command(settings)
     logger.info(
-        "starting mlflow server: backend %s, artifacts %s (%s), http://%s:%s",
+        "starting mlflow server: backend %s, artifacts %s (%s), http://%s:%s, %s",
         redact(settings.backend_store_uri),
         settings.artifacts_destination,
         "proxied" if settings.serve_artifacts else "direct",
         settings.host,
         settings.port,
+        f"basic auth (default permission {settings.auth.default_permission})"
+        if settings.auth
+        else "no authentication",
     )
     if check:
         click.echo(" ".join(cmd))

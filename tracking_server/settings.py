@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from stack_common.env import data_dir, env_bool, env_int, env_str
 from stack_common.errors import ConfigError
+from tracking_server.auth import APP_NAME as AUTH_APP_NAME
+from tracking_server.auth import AuthSettings
 
 _BUCKET_SCHEMES = ("s3://", "gs://")
 
@@ -28,15 +30,22 @@ class ServerSettings:
     app_name: str
     # How long the launcher waits for the artifact bucket to answer (0 = do not check).
     artifacts_wait_s: int = 30
+    # MLflow's basic-auth app (MLFLOW_AUTH=true or MLFLOW_APP_NAME=basic-auth); None = open.
+    auth: AuthSettings | None = None
+    # MLflow's workspaces: with auth, only users granted a workspace may create experiments
+    # and models in it (docs/security.md). On by default when auth is.
+    workspaces: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
         env = os.environ if env is None else env
         root = data_dir(env)
+        backend_store_uri = env_str(
+            env, "MLFLOW_BACKEND_STORE_URI", f"sqlite:///{root / 'mlflow.db'}"
+        )
+        app_name = app_name_from_env(env)
         settings = cls(
-            backend_store_uri=env_str(
-                env, "MLFLOW_BACKEND_STORE_URI", f"sqlite:///{root / 'mlflow.db'}"
-            ),
+            backend_store_uri=backend_store_uri,
             artifacts_destination=env_str(
                 env, "MLFLOW_ARTIFACTS_DESTINATION", str(root / "artifacts")
             ),
@@ -48,10 +57,16 @@ class ServerSettings:
             cors_allowed_origins=env_str(env, "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", ""),
             backend_wait_s=env_int(env, "BACKEND_WAIT_SECONDS", 60),
             job_execution=env_bool(env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", False),
-            app_name=env_str(env, "MLFLOW_APP_NAME", ""),
+            app_name=app_name,
             artifacts_wait_s=env_int(env, "ARTIFACTS_WAIT_SECONDS", 30),
         )
         settings.validate()
+        if app_name == AUTH_APP_NAME:
+            settings = replace(settings, auth=AuthSettings.from_env(env, backend_store_uri, root))
+        settings = replace(
+            settings,
+            workspaces=env_bool(env, "MLFLOW_ENABLE_WORKSPACES", settings.auth is not None),
+        )
         validate_bucket_endpoints(settings.artifacts_destination, env)
         return settings
 
@@ -97,6 +112,19 @@ class ServerSettings:
         if dest.startswith(_BUCKET_SCHEMES):
             return None
         return Path(dest.removeprefix("file://"))
+
+
+def app_name_from_env(env: Mapping[str, str]) -> str:
+    """``--app-name``: MLFLOW_APP_NAME as given; MLFLOW_AUTH=true is short for basic-auth."""
+    app_name = env_str(env, "MLFLOW_APP_NAME", "")
+    if env_bool(env, "MLFLOW_AUTH", False):
+        if app_name not in ("", AUTH_APP_NAME):
+            raise ConfigError(
+                f"MLFLOW_AUTH=true asks for the {AUTH_APP_NAME} app but MLFLOW_APP_NAME="
+                f"{app_name!r}; unset one of them"
+            )
+        return AUTH_APP_NAME
+    return app_name
 
 
 def bucket_name(uri: str) -> str:

@@ -1,0 +1,176 @@
+"""MLflow's basic-auth app for the tracking server: settings, its database, its ini file.
+
+On with ``MLFLOW_AUTH=true`` (or ``MLFLOW_APP_NAME=basic-auth``); Compose always turns it on.
+The launcher then refuses to start without the secrets MLflow needs, each with one line naming
+the variable: ``MLFLOW_FLASK_SERVER_SECRET_KEY`` (CSRF protection of the sign-up form, the same
+in every worker) and ``MLFLOW_AUTH_ADMIN_PASSWORD`` (at least 12 characters, never the old
+default ``password1234``). MLflow creates the admin user from it on the first start and
+ignores it afterwards, except to replace that old default.
+
+The users and permissions live in their own database, beside the backend store: a SQLite file
+in the data folder, or a PostgreSQL database ``<backend database>_auth`` on the same server
+(created here if missing). Its schema is migrated before ``mlflow server`` starts, as
+``mlflow db upgrade`` does for the backend store. MLflow reads everything else from an ini file
+(``MLFLOW_AUTH_CONFIG_PATH``) that the launcher writes at every start into a private temporary
+file (mode 600); the passwords themselves stay in the environment. See docs/security.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy
+
+from stack_common.env import env_str
+from stack_common.errors import ConfigError, StackError
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "basic-auth"
+# Shipped as the admin password by MLflow before 3.x's fix (GHSA-gq3w-7jj3-x7gr): known to all.
+LEGACY_DEFAULT_PASSWORD = "password1234"
+MIN_PASSWORD_LENGTH = 12  # MLflow's own policy (mlflow.utils.validation._validate_password)
+PERMISSIONS = ("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """What the basic-auth app needs besides the secrets (those stay in the environment)."""
+
+    database_uri: str
+    admin_username: str
+    default_permission: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], backend_store_uri: str, root: Path) -> AuthSettings:
+        check_secrets(env)
+        settings = cls(
+            database_uri=env_str(
+                env, "MLFLOW_AUTH_DATABASE_URI", default_database_uri(backend_store_uri, root)
+            ),
+            admin_username=env_str(env, "MLFLOW_AUTH_ADMIN_USERNAME", "admin"),
+            default_permission=env_str(env, "MLFLOW_AUTH_DEFAULT_PERMISSION", "NO_PERMISSIONS"),
+        )
+        if settings.default_permission not in PERMISSIONS:
+            raise ConfigError(
+                f"MLFLOW_AUTH_DEFAULT_PERMISSION={settings.default_permission!r} is not a "
+                f"permission; use one of {', '.join(PERMISSIONS)} (default NO_PERMISSIONS)"
+            )
+        if settings.database_uri == backend_store_uri:
+            raise ConfigError(
+                "MLFLOW_AUTH_DATABASE_URI is the backend store itself; give the users their own "
+                "database (default: sqlite beside it, or '<database>_auth' on PostgreSQL)"
+            )
+        return settings
+
+
+def check_secrets(env: Mapping[str, str]) -> None:
+    """One line naming the variable for each secret that is missing or unusable."""
+    if not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY", "").strip():
+        raise ConfigError(
+            "MLFLOW_FLASK_SERVER_SECRET_KEY is not set; basic auth needs a static secret key "
+            "(the same for every worker): set it, e.g. to the output of `openssl rand -hex 32`"
+        )
+    password = env.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+    if not password.strip():
+        raise ConfigError(
+            "MLFLOW_AUTH_ADMIN_PASSWORD is not set; basic auth needs the admin's password: set "
+            "it (12+ characters), e.g. to the output of `openssl rand -hex 16`"
+        )
+    if password == LEGACY_DEFAULT_PASSWORD:
+        raise ConfigError(
+            f"MLFLOW_AUTH_ADMIN_PASSWORD is MLflow's old default {LEGACY_DEFAULT_PASSWORD!r}, "
+            "known to everyone; set another one, e.g. the output of `openssl rand -hex 16`"
+        )
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ConfigError(
+            f"MLFLOW_AUTH_ADMIN_PASSWORD has {len(password)} characters, MLflow needs at least "
+            f"{MIN_PASSWORD_LENGTH}; set a longer one, e.g. the output of `openssl rand -hex 16`"
+        )
+
+
+def default_database_uri(backend_store_uri: str, root: Path) -> str:
+    """SQLite in the data folder; on a server database, ``<database>_auth`` beside it."""
+    if backend_store_uri.startswith("sqlite"):
+        return f"sqlite:///{root / 'basic_auth.db'}"
+    url = sqlalchemy.engine.make_url(backend_store_uri)
+    return url.set(database=f"{url.database or 'mlflow'}_auth").render_as_string(
+        hide_password=False
+    )
+
+
+def ensure_database(uri: str, backend_store_uri: str) -> None:
+    """Create the auth database when it does not exist yet (SQLite: its folder; PostgreSQL:
+    ``CREATE DATABASE`` through the backend store's connection, whose user owns it)."""
+    url = sqlalchemy.engine.make_url(uri)
+    if url.get_backend_name() == "sqlite":
+        if url.database:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        return
+    if url.get_backend_name() != "postgresql":
+        return  # MySQL, MSSQL: create it yourself (docs/security.md)
+    backend = sqlalchemy.engine.make_url(backend_store_uri)
+    same_server = (backend.get_backend_name(), backend.host, backend.port, backend.username) == (
+        "postgresql",
+        url.host,
+        url.port,
+        url.username,
+    )
+    admin_url = backend if same_server else url.set(database="postgres")
+    engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(
+                sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": url.database},
+            ).scalar()
+            if not exists:
+                quoted = conn.dialect.identifier_preparer.quote(url.database)
+                conn.execute(sqlalchemy.text(f"CREATE DATABASE {quoted}"))
+                logger.info("created the auth database %r", url.database)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise StackError(
+            f"could not create the auth database {url.database!r} ({reason}); create it "
+            "yourself or set MLFLOW_AUTH_DATABASE_URI to an existing one"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def upgrade_database(uri: str) -> None:
+    """Create or migrate the users/permissions tables (MLflow's own alembic scripts)."""
+    from mlflow.server.auth.db.utils import migrate_if_needed
+
+    engine = sqlalchemy.create_engine(uri)
+    try:
+        migrate_if_needed(engine, "head")
+    finally:
+        engine.dispose()
+
+
+def prepare_database(settings: AuthSettings, backend_store_uri: str) -> None:
+    ensure_database(settings.database_uri, backend_store_uri)
+    upgrade_database(settings.database_uri)
+
+
+def write_config(settings: AuthSettings, directory: str | None = None) -> Path:
+    """MLflow's basic_auth.ini for these settings, in a new file only this user can read."""
+    # ConfigParser interpolates '%': a URL-encoded password in the URI must be escaped.
+    text = (
+        "[mlflow]\n"
+        f"default_permission = {settings.default_permission}\n"
+        f"database_uri = {settings.database_uri.replace('%', '%%')}\n"
+        f"admin_username = {settings.admin_username}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "grant_default_workspace_access = false\n"
+    )
+    fd, name = tempfile.mkstemp(prefix="mlflow-basic-auth-", suffix=".ini", dir=directory)
+    with os.fdopen(fd, "w") as handle:  # mkstemp: O_EXCL, mode 0600
+        handle.write(text)
+    return Path(name)
