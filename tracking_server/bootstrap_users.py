@@ -1,0 +1,221 @@
+"""``python -m tracking_server.bootstrap_users``: the stack's users and what each may do.
+
+The one-shot ``create-users`` job of the Compose stack, also run by hand against a local
+server started with ``MLFLOW_AUTH=true``. As the admin (``MLFLOW_AUTH_ADMIN_USERNAME`` /
+``MLFLOW_AUTH_ADMIN_PASSWORD``), through MLflow's own auth client, it
+
+1. creates the experiment (``MLFLOW_EXPERIMENT_NAME``) and the registered model
+   (``MODEL_NAME``) unless they exist: permissions can only be granted on what exists;
+2. creates each user of :data:`ROLES` whose password is set (``STACK_<ROLE>_PASSWORD``; name
+   ``STACK_<ROLE>_USERNAME``, default the role), or sets the password of one that exists, so
+   the environment stays the truth (rotation: change it, run the job again);
+3. grants each user exactly its permissions on the experiment and the model.
+
+With ``default_permission = NO_PERMISSIONS`` (the launcher's default) a user can do nothing
+else with them. It is idempotent: a second run changes nothing and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import click
+
+from stack_common.env import default_model_name, default_tracking_uri, env_float, env_str
+from stack_common.errors import ConfigError, StackError, cli_errors
+from stack_common.logs import setup_logging
+from stack_common.tracking import connect
+from tracking_server.auth import MIN_PASSWORD_LENGTH
+
+logger = logging.getLogger("tracking_server.bootstrap_users")
+
+MODEL_DESCRIPTION = "Exam grade (0-100) predicted from study hours."
+
+
+@dataclass(frozen=True)
+class Role:
+    experiment: str  # permission on the experiment: its runs, logged models and artifacts
+    model: str  # permission on the registered model: its versions and aliases
+    does: str
+
+
+# MLflow needs EDIT on a registered model to set any alias (the trainer's 'challenger') and
+# MANAGE to delete one (promotion moves 'challenger' away): see docs/security.md.
+ROLES: dict[str, Role] = {
+    "trainer": Role("EDIT", "EDIT", "logs runs, registers versions"),
+    "promoter": Role("READ", "MANAGE", "reads runs' metrics, moves aliases"),
+    "serving": Role("READ", "READ", "reads the alias and downloads the model"),
+}
+
+
+@dataclass(frozen=True)
+class Account:
+    role: str
+    username: str
+    password: str
+
+
+def accounts_from_env(env: Mapping[str, str]) -> list[Account]:
+    """The users to create: every role whose ``STACK_<ROLE>_PASSWORD`` is set."""
+    accounts = []
+    for role in ROLES:
+        prefix = f"STACK_{role.upper()}"
+        password = env.get(f"{prefix}_PASSWORD", "")
+        if not password:
+            logger.warning("no %s user: %s_PASSWORD is not set", role, prefix)
+            continue
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise ConfigError(
+                f"{prefix}_PASSWORD has {len(password)} characters, MLflow needs at least "
+                f"{MIN_PASSWORD_LENGTH}; set a longer one, e.g. `openssl rand -hex 16`"
+            )
+        accounts.append(Account(role, env_str(env, f"{prefix}_USERNAME", role), password))
+    if not accounts:
+        raise ConfigError(
+            "no user to create: set STACK_TRAINER_PASSWORD, STACK_PROMOTER_PASSWORD and/or "
+            "STACK_SERVING_PASSWORD"
+        )
+    return accounts
+
+
+def _error_code(exc: Exception) -> str:
+    return getattr(exc, "error_code", "")
+
+
+def ensure_experiment(client, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        logger.info("creating experiment %r", name)
+        return client.create_experiment(name)
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def ensure_model(client, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        logger.info("creating registered model %r", name)
+        client.create_registered_model(name, description=MODEL_DESCRIPTION)
+
+
+def ensure_user(auth, account: Account) -> str:
+    """Create the user, or give an existing one the configured password; never an admin."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        user = auth.get_user(account.username)
+    except MlflowException as exc:
+        if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        auth.create_user(account.username, account.password)
+        return "created"
+    auth.update_user_password(account.username, account.password)
+    if user.is_admin:
+        auth.update_user_admin(account.username, False)
+        return "exists, password set, admin rights removed"
+    return "exists, password set"
+
+
+def ensure_permission(auth, username: str, resource_type: str, resource_id: str, wanted: str):
+    """Grant ``wanted`` unless the user already has exactly that; replace another grant."""
+    from mlflow.exceptions import MlflowException
+
+    current = auth.get_user_permission(username, resource_type, resource_id).permission
+    if current == wanted:
+        return False
+    try:
+        auth.grant_user_permission(username, resource_type, resource_id, wanted)
+    except MlflowException as exc:
+        if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+            raise
+        auth.revoke_user_permission(username, resource_type, resource_id)
+        auth.grant_user_permission(username, resource_type, resource_id, wanted)
+    return True
+
+
+def check_admin(auth, username: str) -> None:
+    """Fail in one line when the admin's credentials are refused."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        user = auth.get_user(username)
+    except MlflowException as exc:
+        text = str(exc)
+        if "401" in text or _error_code(exc) == "UNAUTHENTICATED":
+            raise StackError(
+                f"the tracking server refused the admin {username!r} (401); "
+                "MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD must be the server's"
+            ) from None
+        if "404" in text and "users/get" in text:
+            raise StackError(
+                "the tracking server has no basic auth (no /api/2.0/mlflow/users); start it "
+                "with MLFLOW_AUTH=true"
+            ) from None
+        raise
+    if not user.is_admin:
+        raise StackError(f"user {username!r} is not an admin; use the admin's credentials")
+
+
+def bootstrap(env: Mapping[str, str] | None = None) -> list[str]:
+    """Create the experiment, the model, the users and their grants; one line per user."""
+    env = os.environ if env is None else env
+    admin = env_str(env, "MLFLOW_AUTH_ADMIN_USERNAME", "admin")
+    admin_password = env.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+    if not admin_password:
+        raise ConfigError("MLFLOW_AUTH_ADMIN_PASSWORD is not set; the admin creates the users")
+    accounts = accounts_from_env(env)
+    tracking_uri = default_tracking_uri(env)
+    experiment_name = env_str(env, "MLFLOW_EXPERIMENT_NAME", "grades")
+    model_name = default_model_name(env)
+
+    # MLflow's clients (tracking and auth) read the credentials from these variables.
+    os.environ["MLFLOW_TRACKING_USERNAME"] = admin
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = admin_password
+    client = connect(tracking_uri, env_float(env, "SERVER_WAIT_SECONDS", 30.0))
+    from mlflow.server import get_app_client
+
+    auth = get_app_client("basic-auth", tracking_uri=tracking_uri)
+    check_admin(auth, admin)
+
+    experiment_id = ensure_experiment(client, experiment_name)
+    ensure_model(client, model_name)
+    lines = []
+    for account in accounts:
+        role = ROLES[account.role]
+        outcome = ensure_user(auth, account)
+        changed = [
+            ensure_permission(auth, account.username, "experiment", experiment_id, role.experiment),
+            ensure_permission(auth, account.username, "registered_model", model_name, role.model),
+        ]
+        lines.append(
+            f"user {account.username!r} ({account.role}: {role.does}): {outcome}; "
+            f"experiment {experiment_name!r} {role.experiment}, model {model_name!r} "
+            f"{role.model}{'' if any(changed) else ' (unchanged)'}"
+        )
+    return lines
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli_errors
+def main() -> None:
+    """Create the stack's users (trainer, promoter, serving) and grant their permissions.
+
+    Needs MLFLOW_TRACKING_URI, MLFLOW_AUTH_ADMIN_USERNAME/_PASSWORD, MODEL_NAME,
+    MLFLOW_EXPERIMENT_NAME and STACK_<ROLE>_USERNAME/_PASSWORD (see .env.example).
+    """
+    setup_logging()
+    for line in bootstrap():
+        click.echo(line)
+
+
+if __name__ == "__main__":
+    main()
