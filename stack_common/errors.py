@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -35,16 +36,30 @@ def one_line(text: str, limit: int = 300) -> str:
 
 
 _LOST_SERVER = re.compile(r"API request to (\S+) failed with exception")
+_REFUSED = re.compile(r"API request to endpoint (\S+) failed with error code (401|403) ")
 
 
 def describe_mlflow_error(message: str) -> str:
-    """MLflow's message in one line; a server that stopped answering gets the fix with it."""
+    """MLflow's message in one line; a lost server or refused credentials get the fix with it."""
     lost = _LOST_SERVER.search(message)
     if lost:
         url = lost.group(1).split("/api/", 1)[0]
         return (
             f"the tracking server at {url} stopped answering (retried, then gave up); "
             "check that it runs and try again"
+        )
+    refused = _REFUSED.search(message)
+    if refused and refused.group(2) == "401":
+        return (
+            f"the tracking server refused the credentials (401 on {refused.group(1)}); set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user it knows "
+            "(docs/security.md)"
+        )
+    if refused:
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "this user")
+        return (
+            f"permission denied (403 on {refused.group(1)}): {user!r} may not do this; "
+            "use the user whose job it is (docs/security.md)"
         )
     return one_line(message)
 
