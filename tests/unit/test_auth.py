@@ -1,0 +1,148 @@
+"""Basic auth settings: when it is on, where its database is, what the launcher passes MLflow."""
+
+from __future__ import annotations
+
+import configparser
+import stat
+from pathlib import Path
+
+import pytest
+
+from stack_common.errors import ConfigError
+from tracking_server.auth import AuthSettings, default_database_uri, write_config
+from tracking_server.bootstrap_users import ROLES, accounts_from_env
+from tracking_server.launcher import server_command
+from tracking_server.settings import ServerSettings
+
+SECRETS = {
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-static-secret-key",
+    "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123",
+}
+
+
+def test_auth_is_off_by_default_so_the_demo_needs_no_secret(tmp_path: Path) -> None:
+    settings = ServerSettings.from_env({"STACK_DATA_DIR": str(tmp_path)})
+    assert settings.auth is None
+    cmd = server_command(settings)
+    assert "--app-name" not in cmd
+    assert "--disable-workspaces" in cmd
+
+
+@pytest.mark.parametrize(
+    "switch", [{"MLFLOW_AUTH": "true"}, {"MLFLOW_APP_NAME": "basic-auth"}], ids=["auth", "app"]
+)
+def test_auth_runs_mlflows_basic_auth_app_with_workspaces(tmp_path: Path, switch) -> None:
+    settings = ServerSettings.from_env({"STACK_DATA_DIR": str(tmp_path), **SECRETS, **switch})
+    assert settings.auth == AuthSettings(
+        database_uri=f"sqlite:///{tmp_path / 'basic_auth.db'}",
+        admin_username="admin",
+        default_permission="NO_PERMISSIONS",
+    )
+    cmd = server_command(settings)
+    assert cmd[cmd.index("--app-name") + 1] == "basic-auth"
+    assert "--enable-workspaces" in cmd
+
+
+def test_workspaces_can_be_turned_off_with_auth(tmp_path: Path) -> None:
+    env = {"STACK_DATA_DIR": str(tmp_path), "MLFLOW_AUTH": "1", **SECRETS}
+    settings = ServerSettings.from_env(env | {"MLFLOW_ENABLE_WORKSPACES": "false"})
+    assert "--disable-workspaces" in server_command(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "says"),
+    [
+        ({"MLFLOW_FLASK_SERVER_SECRET_KEY": ""}, "MLFLOW_FLASK_SERVER_SECRET_KEY", "is not set"),
+        ({"MLFLOW_AUTH_ADMIN_PASSWORD": ""}, "MLFLOW_AUTH_ADMIN_PASSWORD", "is not set"),
+        ({"MLFLOW_AUTH_ADMIN_PASSWORD": "password1234"}, "MLFLOW_AUTH_ADMIN_PASSWORD", "default"),
+        ({"MLFLOW_AUTH_ADMIN_PASSWORD": "short"}, "MLFLOW_AUTH_ADMIN_PASSWORD", "at least 12"),
+        ({"MLFLOW_AUTH_DEFAULT_PERMISSION": "ALL"}, "MLFLOW_AUTH_DEFAULT_PERMISSION", "one of"),
+        ({"MLFLOW_APP_NAME": "custom-app"}, "MLFLOW_APP_NAME", "unset one of them"),
+        (
+            {"MLFLOW_AUTH_DATABASE_URI": "postgresql://u@db/mlflow"},
+            "MLFLOW_AUTH_DATABASE_URI",
+            "backend store itself",
+        ),
+    ],
+)
+def test_unusable_auth_settings_name_the_variable(env, variable: str, says: str) -> None:
+    base = {"MLFLOW_AUTH": "true", "MLFLOW_BACKEND_STORE_URI": "postgresql://u@db/mlflow"}
+    with pytest.raises(ConfigError) as err:
+        ServerSettings.from_env(base | SECRETS | env)
+    message = str(err.value)
+    assert variable in message and says in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        ("postgresql+psycopg2://mlflow@postgres:5432/mlflow", "/mlflow_auth"),
+        ("postgresql://u:p%40ss@db:5432/tracking", "u:p%40ss@db:5432/tracking_auth"),
+        ("mysql+pymysql://u@db/mlflow", "db/mlflow_auth"),
+    ],
+)
+def test_a_server_database_gets_its_auth_database_beside_it(backend: str, expected: str) -> None:
+    uri = default_database_uri(backend, Path("/unused"))
+    assert uri.startswith(backend.split("://")[0] + "://") and uri.endswith(expected)
+
+
+def test_the_ini_is_private_and_says_what_mlflow_reads(tmp_path: Path) -> None:
+    settings = AuthSettings("postgresql://u:p%40ss@db/mlflow_auth", "root", "READ")
+    path = write_config(settings, str(tmp_path))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    config = configparser.ConfigParser()
+    config.read(path)
+    assert dict(config["mlflow"]) == {
+        "default_permission": "READ",
+        "database_uri": "postgresql://u:p%40ss@db/mlflow_auth",  # '%' survives interpolation
+        "admin_username": "root",
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "grant_default_workspace_access": "false",
+    }
+    assert "admin-password" not in path.read_text()  # the password stays in the environment
+
+
+def test_users_come_from_the_environment_with_their_role_as_default_name() -> None:
+    env = {
+        "STACK_TRAINER_PASSWORD": "trainer-password-1",
+        "STACK_SERVING_USERNAME": "model-server",
+        "STACK_SERVING_PASSWORD": "serving-password-1",
+    }
+    accounts = accounts_from_env(env)
+    assert [(a.role, a.username) for a in accounts] == [
+        ("trainer", "trainer"),
+        ("serving", "model-server"),
+    ]
+    assert ROLES["serving"].model == "READ" and ROLES["serving"].experiment == "READ"
+    assert ROLES["promoter"].model == "MANAGE"
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({}, "no user to create"),
+        ({"STACK_PROMOTER_PASSWORD": "short"}, "STACK_PROMOTER_PASSWORD has 5 characters"),
+    ],
+)
+def test_bad_user_settings_name_the_variable(env, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        accounts_from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        ("401", "refused the credentials (401 on /api/2.0/mlflow/runs/create); set "),
+        ("403", "permission denied (403 on /api/2.0/mlflow/runs/create): 'serving' may not"),
+    ],
+)
+def test_refused_requests_tell_the_user_what_to_do(monkeypatch, code: str, says: str) -> None:
+    from stack_common.errors import describe_mlflow_error
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "serving")
+    message = (
+        f"API request to endpoint /api/2.0/mlflow/runs/create failed with error code {code} "
+        "!= 200. Response body: 'Permission denied'"
+    )
+    described = describe_mlflow_error(message)
+    assert says in described and "docs/security.md" in described and "\n" not in described
