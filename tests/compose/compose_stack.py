@@ -29,11 +29,17 @@ COMPOSE_FILES = (BASE, AWS, GCS, OFFLINE)
 # The stand-in images the offline override names (../shared/docker-offline/build-images.sh).
 STAND_IN_IMAGES = ("local/python:3.11-slim", "local/postgres:15", "local/s3:moto")
 
-# Secrets and settings a test .env supplies; the tests add ports and names.
+# Secrets and settings a test .env supplies; the tests add ports and names. MLflow's basic auth
+# wants passwords of 12+ characters.
 TEST_SECRETS = {
     "POSTGRES_PASSWORD": "test-postgres-secret",
     "MINIO_ROOT_USER": "test-minio-user",
     "MINIO_ROOT_PASSWORD": "test-minio-secret",
+    "MLFLOW_AUTH_ADMIN_PASSWORD": "test-admin-secret",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-flask-secret-key",
+    "STACK_TRAINER_PASSWORD": "test-trainer-secret",
+    "STACK_PROMOTER_PASSWORD": "test-promoter-secret",
+    "STACK_SERVING_PASSWORD": "test-serving-secret",
 }
 
 

@@ -1,9 +1,11 @@
 """The compose files and Dockerfiles, checked without starting anything.
 
 ``docker compose config`` must accept every combination the docs name (base, base+aws, base+gcs,
-base+offline) and resolve it to what the stack promises: loopback-only ports, healthchecks,
-start-up order, bucket credentials only where they are needed. A missing secret must stop
-Compose with the variable's name. The Dockerfiles must pass hadolint and pin what the lock pins.
+base+offline) and resolve it to what the stack promises: only the UI and serving published, on
+loopback; healthchecks; start-up order; bucket credentials only where they are needed; MLflow's
+basic auth on, each client its own user, the admin's password only where it is needed; our
+containers on read-only root filesystems. A missing secret must stop Compose with the variable's
+name. The Dockerfiles must pass hadolint and pin what the lock pins.
 """
 
 from __future__ import annotations
@@ -33,6 +35,19 @@ DOCKERFILES = {
 }
 LONG_RUNNING = ("postgres", "minio", "tracking-server", "serving")
 CREDENTIAL_PREFIXES = ("AWS_", "GOOGLE_", "MINIO_", "PGPASSWORD", "MLFLOW_S3_")
+# The admin's password and the server's secret key: the server and the user-creating job only.
+AUTH_SECRETS = ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
+# Our images: run as uid 10001 on a read-only root filesystem with a tmpfs /tmp.
+OUR_SERVICES = (
+    "create-bucket",
+    "tracking-server",
+    "create-users",
+    "trainer",
+    "promoter",
+    "serving",
+)
+# Who logs in to MLflow as whom (STACK_<ROLE>_USERNAME defaults).
+CLIENT_USERS = {"trainer": "trainer", "promoter": "promoter", "serving": "serving"}
 
 # The compose checks need the docker CLI (not an engine); the Dockerfile checks do not.
 needs_compose = pytest.mark.usefixtures("compose_cli")
@@ -60,16 +75,15 @@ def combination(request, env_file, key_file) -> tuple[str, dict]:
 def test_every_combination_resolves_to_the_promised_stack(combination) -> None:
     name, config = combination
     services = config["services"]
-    assert {"postgres", "create-bucket", "tracking-server", "trainer", "serving"} <= set(services)
+    assert set(OUR_SERVICES) | {"postgres"} <= set(services)
     assert ("minio" in services) == (name in ("base", "offline"))
 
     for service_name, service in services.items():
         for port in service.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", (service_name, port)
-    assert "ports" not in services["postgres"]
     published = {(s, p["target"]) for s, svc in services.items() for p in svc.get("ports", [])}
-    assert {("tracking-server", 5000), ("serving", 8080)} <= published
-    assert ("minio", 9000) not in published  # the S3 API stays on the compose network
+    # Only the UI/API and serving: PostgreSQL, the S3 API and MinIO's console stay inside.
+    assert published == {("tracking-server", 5000), ("serving", 8080)}
 
     for service_name in LONG_RUNNING:
         if service_name in services:
@@ -84,6 +98,38 @@ def test_every_combination_resolves_to_the_promised_stack(combination) -> None:
     for client in ("trainer", "serving"):
         assert services[client]["depends_on"]["tracking-server"]["condition"] == "service_healthy"
     assert services["trainer"]["profiles"] == ["jobs"]
+    assert services["promoter"]["profiles"] == ["jobs"]
+
+    # Basic auth, users made by a one-shot job once the server is healthy, before any client.
+    assert tracking["environment"]["MLFLOW_AUTH"] == "true"
+    users_job = services["create-users"]
+    assert users_job["restart"] == "no"
+    assert users_job["image"] == tracking["image"]
+    assert users_job["depends_on"]["tracking-server"]["condition"] == "service_healthy"
+    # serving starts with `up`, so only after the users exist; the jobs run after `up`.
+    assert services["serving"]["depends_on"]["create-users"]["condition"] == (
+        "service_completed_successfully"
+    )
+    for client, user in CLIENT_USERS.items():
+        client_env = services[client]["environment"]
+        assert client_env["MLFLOW_TRACKING_USERNAME"] == user
+        password = client_env["MLFLOW_TRACKING_PASSWORD"]
+        assert password == TEST_SECRETS[f"STACK_{client.upper()}_PASSWORD"]
+        assert users_job["environment"][f"STACK_{client.upper()}_PASSWORD"] == password
+        assert not [k for k in client_env if k.startswith(AUTH_SECRETS)], client
+    assert [s for s in services if AUTH_SECRETS[0] in services[s].get("environment", {})] == [
+        "create-users",
+        "tracking-server",
+    ]
+    auth_db = tracking["environment"]["MLFLOW_AUTH_DATABASE_URI"]
+    assert auth_db.startswith("postgresql+psycopg2://") and auth_db.endswith("/mlflow_auth")
+    assert TEST_SECRETS["POSTGRES_PASSWORD"] not in auth_db
+
+    for service_name in OUR_SERVICES:
+        service = services[service_name]
+        assert service.get("read_only") is True, f"{service_name}: root filesystem not read-only"
+        assert any(t.startswith("/tmp:") for t in service["tmpfs"]), service_name
+        assert service.get("user") in (None, "10001", "10001:10001"), service_name
 
     env = tracking["environment"]
     assert env["MLFLOW_SERVE_ARTIFACTS"] == "true"
@@ -95,7 +141,7 @@ def test_every_combination_resolves_to_the_promised_stack(combination) -> None:
     bucket_job = services["create-bucket"]["environment"]
     assert bucket_job["MLFLOW_ARTIFACTS_DESTINATION"] == env["MLFLOW_ARTIFACTS_DESTINATION"]
 
-    for client in ("trainer", "serving"):
+    for client in ("trainer", "promoter", "serving"):
         client_env = services[client]["environment"]
         assert client_env["MLFLOW_TRACKING_URI"] == "http://tracking-server:5000"
         leaked = [k for k in client_env if k.startswith(CREDENTIAL_PREFIXES)]
@@ -143,7 +189,7 @@ def test_base_pins_the_real_images_and_keeps_data_in_named_volumes(env_file) -> 
         "postgres": [("volume", "postgres-data")],
         "minio": [("volume", "minio-data")],
     }
-    assert "9001" in {p["published"] for p in services["minio"]["ports"]}
+    assert "ports" not in services["minio"]  # console: an override of your own (security.md)
     env = services["tracking-server"]["environment"]
     assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://mlflow-artifacts/"
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
@@ -153,14 +199,14 @@ def test_base_pins_the_real_images_and_keeps_data_in_named_volumes(env_file) -> 
 
 @needs_compose
 def test_published_ports_follow_the_env(env_file) -> None:
-    path = env_file(MLFLOW_UI_PORT="15000", SERVING_API_PORT="18080", MINIO_CONSOLE_PORT="19001")
+    path = env_file(MLFLOW_UI_PORT="15000", SERVING_API_PORT="18080")
     services = resolved((BASE,), path)["services"]
     published = {
-        s: sorted(p["published"] for p in svc.get("ports", [])) for s, svc in services.items()
+        s: sorted(p["published"] for p in svc.get("ports", []))
+        for s, svc in services.items()
+        if svc.get("ports")
     }
-    assert published["tracking-server"] == ["15000"]
-    assert published["serving"] == ["18080"]
-    assert published["minio"] == ["19001"]
+    assert published == {"tracking-server": ["15000"], "serving": ["18080"]}
 
 
 @needs_compose
@@ -204,14 +250,21 @@ def test_offline_override_maps_every_image_to_its_stand_in(env_file) -> None:
     assert services["minio"]["image"] == "local/s3:moto"
     assert services["minio"]["command"][0] == "moto_server"
     assert "ports" not in services["minio"]
-    for name in DOCKERFILES:
+    for name in (*DOCKERFILES, "create-bucket", "create-users", "promoter"):
         assert services[name]["build"]["args"]["PYTHON_IMAGE"] == "local/python:3.11-slim"
+        assert services[name]["image"].endswith(":offline"), name
 
 
 MISSING = [
     ("base", "POSTGRES_PASSWORD"),
     ("base", "MINIO_ROOT_USER"),
     ("base", "MINIO_ROOT_PASSWORD"),
+    ("base", "MLFLOW_AUTH_ADMIN_PASSWORD"),
+    ("base", "MLFLOW_FLASK_SERVER_SECRET_KEY"),
+    ("base", "STACK_TRAINER_PASSWORD"),
+    ("base", "STACK_PROMOTER_PASSWORD"),
+    ("base", "STACK_SERVING_PASSWORD"),
+    ("aws", "MLFLOW_AUTH_ADMIN_PASSWORD"),
     ("aws", "ARTIFACTS_BUCKET"),
     ("aws", "AWS_DEFAULT_REGION"),
     ("gcs", "GCP_SA_KEY_FILE"),

@@ -1,9 +1,15 @@
 """The user story of docs/compose.md, for real: containers, a database, a bucket, HTTP.
 
 One compose project with its own name, .env and free loopback ports: build, ``up -d --wait``,
-train with ``run --rm trainer``, promote with ``run --rm trainer stack-registry promote``, predict
-from the host, find the artifacts in the bucket, restart (``down`` keeping the volumes, ``up``)
-and find runs, versions and aliases again; ``down -v`` at the end even on failure.
+train with ``run --rm trainer``, promote with ``run --rm promoter promote``, predict from the
+host, find the artifacts in the bucket, restart (``down`` keeping the volumes, ``up``) and find
+runs, versions and aliases again; ``down -v`` at the end even on failure.
+
+Locked down (docs/security.md): the tracking server answers 401 to anyone without the right
+password (curl from the host), the trainer, the promoter and serving each log in as their own
+user, serving's user may not move an alias or write a run (403), the users and their grants
+live in PostgreSQL and survive the restart, and our containers cannot write their root
+filesystem.
 
 Here it runs on the offline stand-ins (tests/compose/offline.yml). Their S3 store (moto) keeps
 objects in memory, so after the restart the bucket is new and empty: the restart checks what
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -36,7 +43,19 @@ print(json.dumps([o["Key"] for page in pages for o in page.get("Contents", [])])
 """
 CREDENTIALS_IN_ENV = """
 import json, os
-print(json.dumps(sorted(k for k in os.environ if k.startswith(("AWS_", "GOOGLE_", "PG")))))
+secrets = ("AWS_", "GOOGLE_", "PG", "MLFLOW_AUTH_", "MLFLOW_FLASK_")
+print(json.dumps(sorted(k for k in os.environ if k.startswith(secrets))))
+"""
+# A read-only root filesystem refuses the write (EROFS); the auth ini is the server's alone.
+LOCKED_DOWN = """
+import errno, glob, json, os
+try:
+    open("/home/app/probe", "w")
+    root = "writable"
+except OSError as exc:
+    root = errno.errorcode[exc.errno]
+modes = [oct(os.stat(p).st_mode & 0o777) for p in glob.glob("/tmp/mlflow-basic-auth-*.ini")]
+print(json.dumps({"root": root, "uid": os.getuid(), "ini_modes": modes}))
 """
 PROMOTION_WAIT_S = 120.0
 
@@ -97,7 +116,6 @@ def stack(tmp_path: Path) -> ComposeProject:
             "MLFLOW_EXPERIMENT_NAME": f"compose-{name}",
             "MLFLOW_UI_PORT": str(free_port()),
             "SERVING_API_PORT": str(free_port()),
-            "MINIO_CONSOLE_PORT": str(free_port()),
         },
     )
     return ComposeProject(f"stacktest{name}", env_file, files)
@@ -108,29 +126,81 @@ def settings_of(stack: ComposeProject) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
+def curl_status(url: str, *args: str) -> int:
+    """The HTTP status curl gets from the host."""
+    out = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *args, url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return int(out.stdout)
+
+
+def check_locked_down(stack: ComposeProject, ui: str, model: str) -> None:
+    """Who may do what, from the host, against the running stack."""
+    secrets = TEST_SECRETS
+    search = f"{ui}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert curl_status(search) == 401  # no credentials
+    assert curl_status(search, "-u", "serving:wrong-password-here") == 401
+    assert curl_status(search, "-u", f"serving:{secrets['STACK_SERVING_PASSWORD']}") == 200
+    assert curl_status(f"{ui}/health") == 200  # healthchecks need no password
+
+    serving = ("serving", secrets["STACK_SERVING_PASSWORD"])
+    alias = {"name": model, "alias": "production", "version": "1"}
+    moved = requests.post(
+        f"{ui}/api/2.0/mlflow/registered-models/alias", json=alias, auth=serving, timeout=10
+    )
+    assert moved.status_code == 403, moved.text
+    experiment = requests.get(
+        f"{ui}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": model},
+        auth=serving,
+        timeout=10,
+    ).json()["experiment"]["experiment_id"]
+    run = requests.post(
+        f"{ui}/api/2.0/mlflow/runs/create",
+        json={"experiment_id": experiment},
+        auth=serving,
+        timeout=10,
+    )
+    assert run.status_code == 403, run.text
+
+    for service in ("tracking-server", "serving"):
+        state = json.loads(stack.python_in(service, LOCKED_DOWN))
+        assert state["root"] == "EROFS" and state["uid"] == 10001, (service, state)
+    assert json.loads(stack.python_in("tracking-server", LOCKED_DOWN))["ini_modes"] == ["0o600"]
+
+
 @pytest.mark.timeout(1800)
 def test_compose_stack_trains_promotes_serves_and_survives_a_restart(
-    stack: ComposeProject,
+    stack: ComposeProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlflow import MlflowClient
 
     settings = settings_of(stack)
     ui_port, serving_port = int(settings["MLFLOW_UI_PORT"]), int(settings["SERVING_API_PORT"])
+    ui = f"http://127.0.0.1:{ui_port}"
     model = settings["MODEL_NAME"]
     in_memory_bucket = OFFLINE in stack.files
+    # This test's own MLflow client reads the registry as the admin.
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", TEST_SECRETS["MLFLOW_AUTH_ADMIN_PASSWORD"])
     with stack.lifecycle():
         # Up: the tracking server answers on the loopback UI port; serving waits, and says so.
-        assert requests.get(f"http://127.0.0.1:{ui_port}/health", timeout=10).text == "OK"
+        assert requests.get(f"{ui}/health", timeout=10).text == "OK"
         wait_for_log(stack, "serving", "waiting for a production version")
         assert json.loads(stack.python_in("serving", CREDENTIALS_IN_ENV)) == []
+        users = stack.logs("create-users")
+        for user in ("trainer", "promoter", "serving"):
+            assert f"user '{user}' ({user}: " in users and "created" in users, users
 
-        # Train + register with MLFLOW_TRACKING_URI alone; then promote.
+        # Train + register as the trainer; promote as the promoter.
         trained = stack.run("run", "--rm", "-T", "trainer", step="run trainer")
         assert f"registered '{model}' version 1" in trained.stdout, trained.stdout
-        promoted = stack.run(
-            "run", "--rm", "-T", "trainer", "stack-registry", "promote", step="promote"
-        )
+        promoted = stack.run("run", "--rm", "-T", "promoter", "promote", step="promote")
         assert f"{model}@production -> version 1" in promoted.stdout, promoted.stdout
+        check_locked_down(stack, ui, model)
 
         # Serving picks the promotion up by itself and answers from the host.
         started = time.monotonic()
@@ -141,7 +211,7 @@ def test_compose_stack_trains_promotes_serves_and_survives_a_restart(
 
         # A second version, promoted: serving follows the alias without a restart.
         stack.run("run", "--rm", "-T", "trainer", step="run trainer (v2)")
-        stack.run("run", "--rm", "-T", "trainer", "stack-registry", "promote", step="promote v2")
+        stack.run("run", "--rm", "-T", "promoter", "promote", step="promote v2")
         started = time.monotonic()
         assert 0 <= wait_for_version(serving_port, "2", PROMOTION_WAIT_S) <= 100
         stack.timings["serving switches to v2"] = time.monotonic() - started
@@ -151,21 +221,22 @@ def test_compose_stack_trains_promotes_serves_and_survives_a_restart(
         assert any(k.endswith("/MLmodel") for k in keys), keys
         assert any(k.endswith("/requirements.txt") for k in keys), keys
 
-        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{ui_port}")
+        client = MlflowClient(tracking_uri=ui)
         run_ids = {v.version: v.run_id for v in client.search_model_versions(f"name='{model}'")}
         assert set(run_ids) == {"1", "2"}
+        assert client.get_model_version(model, "2").tags["promoted_by"] == "promoter"
 
-        # Restart keeping the volumes: runs, versions and aliases live in PostgreSQL.
+        # Restart keeping the volumes: runs, versions, aliases, users and grants live in
+        # PostgreSQL; create-users runs again and finds nothing to change.
         stack.down(volumes=False)
         stack.up(step="up --wait (restart)")
-        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{ui_port}")
+        assert "(unchanged)" in stack.logs("create-users")
+        client = MlflowClient(tracking_uri=ui)
         for run_id in run_ids.values():
             assert client.get_run(run_id).info.status == "FINISHED"
         assert client.get_model_version_by_alias(model, "production").version == "2"
         assert client.get_model_version_by_alias(model, "previous").version == "1"
-        status = stack.run(
-            "run", "--rm", "-T", "trainer", "stack-registry", "production-version", step="status"
-        )
+        status = stack.run("run", "--rm", "-T", "promoter", "production-version", step="status")
         assert status.stdout.strip().splitlines()[-1] == "2"
         # Serving comes back with the promoted version (from its cache volume if need be).
         assert 0 <= wait_for_version(serving_port, "2", PROMOTION_WAIT_S) <= 100
