@@ -23,6 +23,24 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 STARTUP_TIMEOUT_S = 180.0
 
 
+def _forget_global_mlflow_uris() -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri("")
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_uris() -> Iterator[None]:
+    """Library code run in-process (``connect()``, ``run_training``) points MLflow's global
+    tracking and registry URIs, and the variables subprocesses inherit, at one test's server.
+    A later ``MlflowClient(url)`` would send its registry calls there: reset around each test."""
+    _forget_global_mlflow_uris()
+    yield
+    _forget_global_mlflow_uris()
+
+
 @pytest.fixture
 def unique_name() -> str:
     """A model/experiment name no other test (or test run) uses."""
