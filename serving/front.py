@@ -1,10 +1,13 @@
-"""nginx in front of the scoring pools: the blue/green switch, limits, and clean error bodies.
+"""nginx in front of the scoring pools: one fixed config, limits, and clean error bodies.
 
-A switch rewrites the config to point at the new pool and sends nginx SIGHUP: new workers take
-new requests while the old ones finish theirs, so no request fails. nginx also enforces the body
-limit and the request timeout, adds the ``X-Model-Version`` header to every answer, serves the
-status files the supervisor writes (``/served``, ``/health``), and strips Python stack traces
-from error answers (``errors.js``). MLflow's own ``build-docker`` image also puts nginx in front.
+nginx balances over fixed Unix socket paths ("slots"). A blue/green switch never touches nginx:
+the new pool renames its sockets onto the slots (see ``ScoringPool.adopt``), so new connections
+reach it while connections to the old pool finish their requests; a request that meets an old
+connection closing is retried on another slot. Nothing reloads, so no client connection to
+nginx is ever closed by a switch. nginx also enforces the body limit and the request timeout,
+serves the status files the supervisor writes (``/served``, ``/health``) and strips Python
+stack traces from error answers (``errors.js``). MLflow's own ``build-docker`` image also puts
+nginx in front of its scoring server.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.pool import ScoringPool, die_with_parent
+from serving.pool import die_with_parent
 from stack_common.errors import StackError
 
 logger = logging.getLogger(__name__)
@@ -45,12 +48,18 @@ def _json_body(code: str, message: str) -> str:
     return json.dumps({"error_code": code, "message": message}).replace("'", "\\'") + "\\n"
 
 
-def render(config: FrontConfig, pool: ScoringPool, run_dir: Path, filter_errors: bool) -> str:
-    upstreams = "\n".join(f"        server unix:{sock};" for sock in pool.sockets)
-    headers = (
-        f'add_header X-Model-Version "{pool.version}" always;\n'
-        f'        add_header X-Model-Alias "{config.alias}" always;'
+def slot_paths(run_dir: Path, workers: int) -> list[Path]:
+    """The fixed socket paths nginx sends traffic to; the serving pool owns them."""
+    return [run_dir / f"slot-{i}.sock" for i in range(workers)]
+
+
+def render(config: FrontConfig, run_dir: Path, filter_errors: bool) -> str:
+    # max_fails=0: a connection refused by a pool that is stopping must not mark the slot down;
+    # the request is retried on another slot (see proxy_next_upstream).
+    upstreams = "\n".join(
+        f"        server unix:{sock} max_fails=0;" for sock in slot_paths(run_dir, config.workers)
     )
+    headers = f'add_header X-Model-Alias "{config.alias}" always;'
     user = "user root;" if os.geteuid() == 0 else ""
     module = f"load_module {config.njs_module};" if filter_errors else ""
     js_import = f"js_import errors from {run_dir / 'errors.js'};" if filter_errors else ""
@@ -98,7 +107,8 @@ http {{
 
     upstream scoring {{
 {upstreams}
-        keepalive 64;
+        # No keepalive to the pools: every request connects by path, so the moment a new pool
+        # adopts the slots no request goes to the old one (a Unix connect costs microseconds).
     }}
 
     server {{
@@ -133,7 +143,7 @@ http {{
             proxy_send_timeout {config.request_timeout_s}s;
             # A prediction is a pure function: retrying it on the pool's other process is safe.
             proxy_next_upstream error timeout non_idempotent;
-            proxy_next_upstream_tries 2;
+            proxy_next_upstream_tries {max(2, config.workers)};
             {js_filters}
         }}
     }}
@@ -167,9 +177,13 @@ class Front:
     def conf_path(self) -> Path:
         return self.run_dir / "nginx.conf"
 
-    def _write(self, pool: ScoringPool) -> None:
+    @property
+    def slots(self) -> list[Path]:
+        return slot_paths(self.run_dir, self.config.workers)
+
+    def _write(self) -> None:
         staged = self.conf_path.with_suffix(".new")
-        staged.write_text(render(self.config, pool, self.run_dir, self.filter_errors))
+        staged.write_text(render(self.config, self.run_dir, self.filter_errors))
         check = subprocess.run(
             [self.nginx, "-t", "-q", "-p", str(self.run_dir), "-c", str(staged)],
             capture_output=True,
@@ -179,9 +193,9 @@ class Front:
             raise StackError(f"nginx rejected its config: {check.stderr.strip()}")
         os.replace(staged, self.conf_path)
 
-    def start(self, pool: ScoringPool, timeout_s: float = 15.0) -> None:
+    def start(self, timeout_s: float = 15.0) -> None:
         self._kill_leftovers()
-        self._write(pool)
+        self._write()
         # Its own process group, so workers orphaned by a dead master can be found and ended;
         # and it dies with the supervisor rather than keep the port.
         self.process = subprocess.Popen(
@@ -201,29 +215,6 @@ class Front:
             if time.monotonic() > deadline:
                 raise StackError("nginx did not start")
             time.sleep(0.05)
-
-    def switch(self, pool: ScoringPool, drain_timeout_s: float) -> None:
-        """Send new requests to ``pool``; return once the old workers finished theirs."""
-        assert self.process is not None
-        old_workers = set(self._workers())
-        self._write(pool)
-        self.process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + drain_timeout_s
-        while time.monotonic() < deadline:
-            if not old_workers & set(self._workers()):
-                return
-            time.sleep(0.05)
-        logger.warning("old nginx workers still busy after %.0fs; going on", drain_timeout_s)
-
-    def _workers(self) -> list[int]:
-        """PIDs of the nginx master's children (its workers, old and new)."""
-        assert self.process is not None
-        master = self.process.pid
-        children = Path(f"/proc/{master}/task/{master}/children")
-        try:
-            return [int(pid) for pid in children.read_text().split()]
-        except OSError:
-            return []
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -45,7 +45,8 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def scoring_command(socket_path: Path) -> list[str]:
+def scoring_command(socket_path: Path, version: str) -> list[str]:
+    """uvicorn itself stamps every answer with the version it serves (``--header``)."""
     return [
         sys.executable,
         "-m",
@@ -57,6 +58,8 @@ def scoring_command(socket_path: Path) -> list[str]:
         "--no-access-log",
         "--timeout-keep-alive",
         "75",
+        "--header",
+        f"X-Model-Version:{version}",
         APP,
     ]
 
@@ -104,7 +107,7 @@ class ScoringPool:
                 sock.unlink(missing_ok=True)
                 pool.processes.append(
                     subprocess.Popen(
-                        scoring_command(sock),
+                        scoring_command(sock, version),
                         env=env,
                         stdin=subprocess.DEVNULL,
                         stdout=log,
@@ -159,6 +162,18 @@ class ScoringPool:
             raise PoolFailed(f"version {self.version}: test prediction is not MLflow's") from None
         if not predictions:
             raise PoolFailed(f"version {self.version}: test prediction is empty")
+
+    def adopt(self, slots: list[Path]) -> None:
+        """Take over the socket paths nginx connects to: from now on new connections reach
+        this pool. ``rename`` swaps a path atomically; connections already open to the pool
+        that held it are untouched until that pool stops."""
+        for sock, slot in zip(self.sockets, slots, strict=True):
+            os.replace(sock, slot)
+        self.sockets = list(slots)
+
+    def release(self) -> None:
+        """Forget the socket paths: another pool has adopted them (stop must not unlink them)."""
+        self.sockets = []
 
     def dead(self) -> list[int]:
         return [i for i, p in enumerate(self.processes) if p.poll() is not None]

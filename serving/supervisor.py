@@ -37,6 +37,10 @@ POLL_CLIENT_ENV = {
 }
 
 
+# After a switch, how long the old pool keeps accepting what was already on its way to it.
+DRAIN_S = 1.0
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -83,7 +87,8 @@ class Supervisor:
             entry = self._first_entry()
             pool = self._start_pool(entry)
             pool.wait_ready(self.settings.load_timeout_s)
-            self.front.start(pool)
+            pool.adopt(self.front.slots)
+            self.front.start()
             self._activate(pool)
             logger.info(
                 "serving %s version %s on http://%s:%s (%d scoring processes)",
@@ -166,7 +171,7 @@ class Supervisor:
         assert self.active is not None
         if not self.front.alive():
             logger.error("nginx exited (code %s); starting it again", self.front.returncode())
-            self.front.start(self.active)
+            self.front.start()
         if self.active.dead():
             logger.error("a scoring process of version %s died; restarting", self.active.version)
             self._switch(self.active.version, restart=True)
@@ -229,10 +234,12 @@ class Supervisor:
             self._write_status()
             return
         old = self.active
-        self.front.switch(pool, drain_timeout_s=self.settings.request_timeout_s + 5)
+        pool.adopt(self.front.slots)  # the switch: new connections now reach the new pool
+        old.release()
         self.source = "registry"
         self._activate(pool)
-        old.stop()
+        time.sleep(DRAIN_S)  # connections made just before the switch are accepted and read
+        old.stop(timeout_s=self.settings.request_timeout_s + 5)  # lets requests in flight end
         self.cache.remember_alias(self.settings.model_name, self.settings.alias, version)
         logger.info(
             "now serving version %s (was %s), switched in %.1fs",

@@ -18,8 +18,9 @@ def test_same_app_and_environment_as_mlflow_models_serve(tmp_path: Path) -> None
 
 
 def test_one_uvicorn_worker_per_unix_socket(tmp_path: Path) -> None:
-    cmd = scoring_command(tmp_path / "a.sock")
+    cmd = scoring_command(tmp_path / "a.sock", "7")
     assert cmd[1:3] == ["-m", "uvicorn"]
     assert cmd[cmd.index("--uds") + 1] == str(tmp_path / "a.sock")
     assert cmd[cmd.index("--workers") + 1] == "1"
     assert cmd[-1] == APP
+    assert cmd[cmd.index("--header") + 1] == "X-Model-Version:7"
