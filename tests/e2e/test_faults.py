@@ -57,7 +57,7 @@ def test_training_rides_out_a_tracking_server_crash(
 ) -> None:
     data_dir = tmp_path / "stack"
     tracking = services.tracking(data_dir=data_dir)
-    port = int(tracking.url.rsplit(":", 1)[1])
+    port = tracking.port
     client = MlflowClient(tracking.url)
     env = cli_env(tracking.url, unique_name, STACK_DATA_DIR=str(tmp_path / "trainer"))
 
@@ -79,7 +79,7 @@ def test_training_fails_in_one_line_and_the_next_one_closes_the_lost_run(
 ) -> None:
     data_dir = tmp_path / "stack"
     tracking = services.tracking(data_dir=data_dir)
-    port = int(tracking.url.rsplit(":", 1)[1])
+    port = tracking.port
     client = MlflowClient(tracking.url)
     env = cli_env(
         tracking.url,
@@ -140,8 +140,7 @@ def test_bucket_outage_while_serving_degrades_health_not_answers(
 
     bucket = f"outage-{unique_name}"
     create_bucket(moto_s3, bucket)
-    moto_port = int(moto_s3.url.rsplit(":", 1)[1])
-    relay = TcpProxy(moto_port, free_port(), tmp_path / "relay.log")
+    relay = TcpProxy(moto_s3.service.port, free_port(), tmp_path / "relay.log")
     relay.start()
     tracking = services.tracking(
         env={

@@ -74,7 +74,7 @@ def test_tracking_server_outage_degrades_health_but_not_answers(
 ) -> None:
     data_dir = tmp_path / "stack"
     tracking = services.tracking(data_dir=data_dir)
-    port = int(tracking.url.rsplit(":", 1)[1])
+    port = tracking.port
     train_and_promote(tracking.url, unique_name)
     serving = services.serving(tracking.url, unique_name, env={"SERVING_POLL_SECONDS": "0.5"})
 
