@@ -40,6 +40,9 @@ TEST_SECRETS = {
     "STACK_TRAINER_PASSWORD": "test-trainer-secret",
     "STACK_PROMOTER_PASSWORD": "test-promoter-secret",
     "STACK_SERVING_PASSWORD": "test-serving-secret",
+    # Images the tests build are tagged apart from a developer's (and from another checkout's
+    # test run on the same engine: STACK_TEST_IMAGE_TAG).
+    "STACK_IMAGE_TAG": os.environ.get("STACK_TEST_IMAGE_TAG", "test"),
 }
 
 
