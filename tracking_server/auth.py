@@ -26,7 +26,7 @@ from pathlib import Path
 
 import sqlalchemy
 
-from stack_common.env import env_str
+from stack_common.env import env_int, env_str
 from stack_common.errors import ConfigError, StackError
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ APP_NAME = "basic-auth"
 LEGACY_DEFAULT_PASSWORD = "password1234"
 MIN_PASSWORD_LENGTH = 12  # MLflow's own policy (mlflow.utils.validation._validate_password)
 PERMISSIONS = ("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")
+DEFAULT_CACHE_TTL_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class AuthSettings:
     database_uri: str
     admin_username: str
     default_permission: str
+    # How long a worker trusts a password it has checked (MLflow's ``auth_cache_ttl_seconds``):
+    # hashing it on every request costs tens of milliseconds by design. A password changed or a
+    # user deleted through another worker is honoured by this one only after the TTL; 0 turns
+    # the cache off.
+    cache_ttl_seconds: int = DEFAULT_CACHE_TTL_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], backend_store_uri: str, root: Path) -> AuthSettings:
@@ -55,6 +61,9 @@ class AuthSettings:
             ),
             admin_username=env_str(env, "MLFLOW_AUTH_ADMIN_USERNAME", "admin"),
             default_permission=env_str(env, "MLFLOW_AUTH_DEFAULT_PERMISSION", "NO_PERMISSIONS"),
+            cache_ttl_seconds=env_int(
+                env, "MLFLOW_AUTH_CACHE_TTL_SECONDS", DEFAULT_CACHE_TTL_SECONDS, minimum=0
+            ),
         )
         if settings.default_permission not in PERMISSIONS:
             raise ConfigError(
@@ -167,6 +176,7 @@ def write_config(settings: AuthSettings, directory: str | None = None) -> Path:
         f"default_permission = {settings.default_permission}\n"
         f"database_uri = {settings.database_uri.replace('%', '%%')}\n"
         f"admin_username = {settings.admin_username}\n"
+        f"auth_cache_ttl_seconds = {settings.cache_ttl_seconds}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         "grant_default_workspace_access = false\n"
     )

@@ -58,6 +58,8 @@ def test_workspaces_can_be_turned_off_with_auth(tmp_path: Path) -> None:
         ({"MLFLOW_AUTH_ADMIN_PASSWORD": "short"}, "MLFLOW_AUTH_ADMIN_PASSWORD", "at least 12"),
         ({"MLFLOW_AUTH_DEFAULT_PERMISSION": "ALL"}, "MLFLOW_AUTH_DEFAULT_PERMISSION", "one of"),
         ({"MLFLOW_APP_NAME": "custom-app"}, "MLFLOW_APP_NAME", "unset one of them"),
+        ({"MLFLOW_AUTH_CACHE_TTL_SECONDS": "-1"}, "MLFLOW_AUTH_CACHE_TTL_SECONDS", "below 0"),
+        ({"MLFLOW_AUTH_CACHE_TTL_SECONDS": "1m"}, "MLFLOW_AUTH_CACHE_TTL_SECONDS", "whole number"),
         (
             {"MLFLOW_AUTH_DATABASE_URI": "postgresql://u@db/mlflow"},
             "MLFLOW_AUTH_DATABASE_URI",
@@ -96,10 +98,21 @@ def test_the_ini_is_private_and_says_what_mlflow_reads(tmp_path: Path) -> None:
         "default_permission": "READ",
         "database_uri": "postgresql://u:p%40ss@db/mlflow_auth",  # '%' survives interpolation
         "admin_username": "root",
+        "auth_cache_ttl_seconds": "60",
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
         "grant_default_workspace_access": "false",
     }
     assert "admin-password" not in path.read_text()  # the password stays in the environment
+
+
+@pytest.mark.parametrize(("value", "ttl"), [("", 60), ("5", 5), ("0", 0)])
+def test_the_credential_cache_ttl_reaches_mlflows_ini(tmp_path: Path, value: str, ttl: int) -> None:
+    env = {"STACK_DATA_DIR": str(tmp_path), "MLFLOW_AUTH": "true", **SECRETS}
+    settings = ServerSettings.from_env(env | {"MLFLOW_AUTH_CACHE_TTL_SECONDS": value})
+    assert settings.auth is not None and settings.auth.cache_ttl_seconds == ttl
+    config = configparser.ConfigParser()
+    config.read(write_config(settings.auth, str(tmp_path)))
+    assert config.getint("mlflow", "auth_cache_ttl_seconds") == ttl
 
 
 def test_users_come_from_the_environment_with_their_role_as_default_name() -> None:
