@@ -3,11 +3,13 @@
 SQLite: :meth:`sqlite3.Connection.backup` (a consistent snapshot even while a server writes)
 and, on restore, a copy beside the live file moved over it with one ``rename``.
 
-PostgreSQL: ``pg_dump --format=custom`` (one snapshot transaction) and ``pg_restore --clean
---if-exists --single-transaction --exit-on-error``: the restore commits as a whole or not at
-all. pg_restore connects to the server and emits only the ``SET`` commands that server knows, so
-a dump made by a newer client (17: ``SET transaction_timeout``) restores into PostgreSQL 16 too;
-the client's major version must still be >= the server's for pg_dump (docs/backup.md).
+PostgreSQL: ``pg_dump --format=custom`` (one snapshot transaction). Restore: ``pg_restore
+--clean --if-exists`` turns the archive into SQL, which ``psql --single-transaction`` with
+``ON_ERROR_STOP`` runs: it commits as a whole or not at all. In between, the script's preamble
+loses ``SET transaction_timeout`` (pg_restore 17+ writes it; PostgreSQL 16 and older reject the
+unknown setting, and 0 is its default anyway), so the image's client 17 restores into the
+Compose server 16. The client's major version must be >= the server's for pg_dump
+(docs/backup.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import os
 import sqlite3
 import subprocess
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import sqlalchemy
@@ -137,7 +140,7 @@ class Database:
             "pg_dump",
         )
 
-    def restore(self, dump: Path, pg_restore: str = "pg_restore") -> None:
+    def restore(self, dump: Path, pg_restore: str = "pg_restore", psql: str = "psql") -> None:
         """Replace the database's contents with ``dump``, all at once or not at all."""
         if self.kind == "sqlite":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,19 +160,7 @@ class Database:
             return
         if not self.exists():
             self._create()
-        self._run(
-            [
-                pg_restore,
-                "--clean",
-                "--if-exists",
-                "--single-transaction",
-                "--exit-on-error",
-                "--no-owner",
-                "--no-privileges",
-                str(dump),
-            ],
-            "pg_restore",
-        )
+        self._restore_script(dump, pg_restore, psql)
 
     def _create(self) -> None:
         from tracking_server.auth import ensure_database
@@ -181,22 +172,103 @@ class Database:
             admin.render_as_string(hide_password=False),
         )
 
-    def _run(self, argv: list[str], tool: str) -> None:
-        """Run a PostgreSQL client against this database; the password goes via PGPASSWORD."""
-        conninfo = self.url.set(drivername="postgresql", password=None)
+    def _client_env(self) -> dict[str, str]:
+        """libpq's environment: the password via PGPASSWORD, never on the command line."""
         env = dict(os.environ)
         password = self.url.password or self._pgpassword
         if password:
             env["PGPASSWORD"] = str(password)
-        argv = [*argv, f"--dbname={conninfo.render_as_string(hide_password=False)}"]
+        return env
+
+    def _dbname(self) -> str:
+        conninfo = self.url.set(drivername="postgresql", password=None)
+        return f"--dbname={conninfo.render_as_string(hide_password=False)}"
+
+    def _run(self, argv: list[str], tool: str) -> None:
+        """Run a PostgreSQL client against this database."""
         try:
-            done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                [*argv, self._dbname()],
+                env=self._client_env(),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         except FileNotFoundError:
-            raise StackError(
-                f"{tool} is not installed; install the PostgreSQL client (its major version "
-                "at least the server's) or use the backup image"
-            ) from None
+            raise _not_installed(tool) from None
         if done.returncode != 0:
-            errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
-            reason = one_line((errors or done.stderr.splitlines() or ["no output"])[0], 240)
-            raise StackError(f"{tool} of {self.describe()} failed: {reason}")
+            raise StackError(f"{tool} of {self.describe()} failed: {_reason(done.stderr)}")
+
+    def _restore_script(self, dump: Path, pg_restore: str, psql: str) -> None:
+        """pg_restore's SQL, preamble filtered, into psql as one transaction."""
+        script = [pg_restore, "--clean", "--if-exists", "--no-owner", "--no-privileges", "-f", "-"]
+        runner = [psql, "--quiet", "--no-psqlrc", "--single-transaction", "-v", "ON_ERROR_STOP=1"]
+        env = self._client_env()
+        try:
+            producer = subprocess.Popen(
+                [*script, str(dump)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+            )
+        except FileNotFoundError:
+            raise _not_installed(pg_restore) from None
+        try:
+            consumer = subprocess.Popen(
+                [*runner, self._dbname()],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+        except FileNotFoundError:
+            producer.kill()
+            raise _not_installed(psql) from None
+        assert producer.stdout is not None and consumer.stdin is not None
+        try:
+            for line in compatible_script(producer.stdout):
+                consumer.stdin.write(line)
+        except BrokenPipeError:
+            pass  # psql stopped at an error: reported below
+        finally:
+            consumer.stdin.close()
+            producer.stdout.close()
+        produced_err = producer.stderr.read().decode(errors="replace") if producer.stderr else ""
+        consumed_err = consumer.stderr.read().decode(errors="replace") if consumer.stderr else ""
+        if producer.wait() != 0:
+            consumer.wait()
+            raise StackError(f"pg_restore of {self.describe()} failed: {_reason(produced_err)}")
+        if consumer.wait() != 0:
+            raise StackError(
+                f"restoring {self.describe()} failed and was rolled back (the database is as "
+                f"before): {_reason(consumed_err)}"
+            )
+
+
+# Settings pg_restore 17+ writes into the script's preamble that older servers do not know.
+_NEWER_SETTINGS = (b"SET transaction_timeout ",)
+
+
+def compatible_script(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """pg_restore's script without settings older servers reject, in its preamble only (the
+    SET/set_config lines before the first statement), so table data is never touched."""
+    preamble = True
+    for line in lines:
+        if preamble:
+            stripped = line.strip()
+            if stripped.startswith(_NEWER_SETTINGS):
+                continue
+            # psql meta-commands (\restrict, 17.6+), comments, SET and set_config() lines
+            if stripped and not stripped.startswith((b"--", b"\\", b"SET ", b"SELECT pg_catalog.")):
+                preamble = False
+        yield line
+
+
+def _not_installed(tool: str) -> StackError:
+    return StackError(
+        f"{tool} is not installed; install the PostgreSQL client (its major version at least "
+        "the server's) or use the backup image"
+    )
+
+
+def _reason(stderr: str) -> str:
+    lines = stderr.splitlines()
+    errors = [line for line in lines if "error" in line.lower()]
+    return one_line((errors or lines or ["no output"])[0], 240)

@@ -220,7 +220,7 @@ def restore(settings: BackupSettings, backup_id: str) -> Restored:
         for db, dumped in targets:
             local = stack.backups.fetch(f"{backup_id}/{dumped.file.path}", scratch / "db")
             dumped.file.check(local)  # again: it may have changed since verify
-            db.restore(local, settings.pg_restore)
+            db.restore(local, settings.pg_restore, settings.psql)
             logger.info("restored %s", db.describe())
         if manifest.auth is None and stack.auth.exists():
             logger.warning("the backup has no auth database; %s left alone", stack.auth.describe())

@@ -33,6 +33,7 @@ class BackupSettings(BaseSettings):
     # The PostgreSQL client tools (their major version must be >= the server's).
     pg_dump: str = "pg_dump"
     pg_restore: str = "pg_restore"
+    psql: str = "psql"
 
     @property
     def data_dir(self) -> Path:

@@ -80,6 +80,7 @@ class Store:
         root = self.local_root
         if root is not None:
             return root / key
+        scratch.mkdir(parents=True, exist_ok=True)
         try:
             return Path(self.repo.download_artifacts(key, dst_path=str(scratch)))
         except Exception as exc:

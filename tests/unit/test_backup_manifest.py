@@ -150,3 +150,23 @@ def test_unusable_settings_name_the_variable(
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=name):
         BackupSettings().validate_all()
+
+
+def test_pg17_settings_leave_the_preamble_and_nothing_else() -> None:
+    """pg_restore 17 writes SET transaction_timeout, which PostgreSQL 16 rejects; data rows
+    that happen to read the same stay."""
+    from backup.databases import compatible_script
+
+    script = [
+        b"--\n",
+        b"\\restrict abc123\n",
+        b"SET statement_timeout = 0;\n",
+        b"SET transaction_timeout = 0;\n",
+        b"SELECT pg_catalog.set_config('search_path', '', false);\n",
+        b"DROP TABLE IF EXISTS public.runs;\n",
+        b"COPY public.tags (value) FROM stdin;\n",
+        b"SET transaction_timeout = 0;\n",
+        b"\\.\n",
+    ]
+    out = list(compatible_script(script))
+    assert out == script[:3] + script[4:]
