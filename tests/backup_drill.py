@@ -11,7 +11,9 @@ from tests.helpers import stack_snapshot
 USERS = ("trainer", "promoter", "serving")
 
 
-def full_snapshot(tracking_uri: str, model: str, experiment: str, scratch: Path) -> dict:
+def full_snapshot(
+    tracking_uri: str, model: str, experiment: str, scratch: Path, auth: bool = True
+) -> dict:
     """stack_snapshot plus params, tags, run artifacts and the auth database's contents.
 
     Needs admin credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD."""
@@ -49,17 +51,19 @@ def full_snapshot(tracking_uri: str, model: str, experiment: str, scratch: Path)
                 run_files[key] = hashlib.sha256(path.read_bytes()).hexdigest()
     snapshot["run_artifacts"] = run_files
 
-    auth = get_app_client("basic-auth", tracking_uri=tracking_uri)
+    if not auth:
+        return snapshot
+    client_auth = get_app_client("basic-auth", tracking_uri=tracking_uri)
     users = {}
     for name in USERS:
-        user = auth.get_user(name)
+        user = client_auth.get_user(name)
         users[name] = {
             "id": user.id,
             "is_admin": user.is_admin,
-            "experiment": auth.get_user_permission(
+            "experiment": client_auth.get_user_permission(
                 name, "experiment", found.experiment_id
             ).permission,
-            "model": auth.get_user_permission(name, "registered_model", model).permission,
+            "model": client_auth.get_user_permission(name, "registered_model", model).permission,
         }
     snapshot["users"] = users
     return snapshot
