@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -10,6 +13,9 @@ from pydantic import ValidationError
 from backup.settings import BackupSettings
 from stack_common.errors import ConfigError, cli_errors, one_line
 from stack_common.logs import setup_logging
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _settings() -> BackupSettings:
@@ -19,6 +25,22 @@ def _settings() -> BackupSettings:
         first = exc.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "a setting"
         raise ConfigError(f"{name}: {one_line(first['msg'], 160)}; fix it in .env") from None
+
+
+def file_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """A file the backup cannot read or write: one line naming it, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise click.ClickException(
+                f"{exc.strerror or exc}{where}; check the folder's owner and free space"
+            ) from exc
+
+    return wrapper
 
 
 def _mb(size: int) -> str:
@@ -33,6 +55,7 @@ def cli() -> None:
 
 @cli.command()
 @cli_errors
+@file_errors
 def create() -> None:
     """Make one consistent backup; its ID is the last line printed."""
     from backup.service import create as make
@@ -48,6 +71,7 @@ def create() -> None:
 
 @cli.command(name="list")
 @cli_errors
+@file_errors
 def list_() -> None:
     """The backups in BACKUP_DIR / BACKUP_URI, oldest first."""
     from backup.service import list_backups
@@ -68,6 +92,7 @@ def list_() -> None:
 @cli.command()
 @click.argument("backup_id", metavar="ID")
 @cli_errors
+@file_errors
 def verify(backup_id: str) -> None:
     """Re-read every file of backup ID and check its sha256."""
     from backup.service import verify as check
@@ -80,6 +105,7 @@ def verify(backup_id: str) -> None:
 @click.argument("backup_id", metavar="ID")
 @click.option("--yes", is_flag=True, help="Replace what the stack holds now.")
 @cli_errors
+@file_errors
 def restore(backup_id: str, yes: bool) -> None:
     """Put backup ID back into a stack whose tracking server is stopped."""
     from backup.service import plan

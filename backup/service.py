@@ -58,6 +58,7 @@ def create(settings: BackupSettings) -> Manifest:
             f"{stack.backend.describe()} does not exist; check MLFLOW_BACKEND_STORE_URI "
             "(and STACK_DATA_DIR): there is nothing to back up"
         )
+    stack.backups.check_writable()
     backup_id = new_id()
     created = datetime.now(UTC).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="stack-backup-") as scratch_name:

@@ -8,6 +8,7 @@ handling, endpoints (``MLFLOW_S3_ENDPOINT_URL``, ``STORAGE_EMULATOR_HOST``) and 
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import shutil
 from collections.abc import Iterator
@@ -112,6 +113,24 @@ class Store:
                     shutil.rmtree(renamed.parent, ignore_errors=True)
         except Exception as exc:
             raise self._fail(f"writing {key!r}", exc) from None
+
+    def check_writable(self) -> None:
+        """A folder target the current user cannot write fails now, with the fix, not after
+        the dumps (a bind mount Docker created for root, say)."""
+        root = self.local_root
+        if root is None:
+            return
+        probe = root / f".write-probe-{os.getpid()}"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StackError(
+                f"{self.label} {root} is not writable by uid {os.getuid()} ({exc.strerror}); "
+                "create it as its owner (mkdir -p backups) and, with Compose, set BACKUP_UID and "
+                "BACKUP_GID in .env to that owner's (docs/backup.md)"
+            ) from None
 
     def read_text(self, key: str, scratch: Path) -> str | None:
         path = self.fetch(key, scratch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -170,3 +171,19 @@ def test_pg17_settings_leave_the_preamble_and_nothing_else() -> None:
     ]
     out = list(compatible_script(script))
     assert out == script[:3] + script[4:]
+
+
+def test_an_unwritable_backup_folder_fails_at_once_with_the_fix(tmp_path: Path) -> None:
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):  # root writes anyway: a file where the folder should be
+            folder.chmod(0o700)
+            folder.rmdir()
+            folder.write_text("")
+        with pytest.raises(StackError, match=r"not writable by uid \d+ .*BACKUP_UID"):
+            Store(str(folder), "BACKUP_DIR").check_writable()
+    finally:
+        if folder.is_dir():
+            folder.chmod(0o700)
