@@ -206,6 +206,11 @@ def restore(settings: BackupSettings, backup_id: str) -> Restored:
     """
     stack = Stack(settings)
     manifest = verify(settings, backup_id)
+    running = settings.data_dir / "run" / "services.json"  # written by `stack-local up`
+    if stack.backend.kind == "sqlite" and running.exists():
+        raise StackError(
+            f"the local stack runs ({running}); stop it first (make down), then restore"
+        )
     for db in (stack.backend, stack.auth):
         busy = db.other_connections()
         if busy:

@@ -117,6 +117,10 @@ def test_local_backup_survives_losing_the_data_folder(
         for secret in (ADMIN_PASSWORD, *PASSWORDS.values(), AUTH["MLFLOW_FLASK_SERVER_SECRET_KEY"]):
             assert secret.encode() not in stored, "a plaintext secret in the backup"
 
+        # A restore under the running stack is refused.
+        busy = stack_backup("restore", "--yes", backup_id, data_dir=data_dir, backups=backups)
+        assert busy.returncode == 1 and "make down" in busy.stderr, busy.stderr
+
         # Disaster: the stack stops and its whole data folder is gone.
         assert stack_local("down", data_dir=data_dir).returncode == 0
         shutil.rmtree(data_dir)
