@@ -5,13 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SYSTEM_PACKAGES_FLAGS ?=
 
-.PHONY: help install demo up down test test-fast lint format lock docker-images bench clean
+.PHONY: help install demo up down backup restore test test-fast lint format lock docker-images bench clean
 
 help:
 	@echo "make demo    the whole story on this machine: track, train, register, promote, serve, predict"
 	@echo "make test    install everything and run the whole test suite"
 	@echo "make up      keep the local stack running (UI http://127.0.0.1:5000, serving :8080)"
 	@echo "make down    stop it (data stays in STACK_DATA_DIR, default .stack/)"
+	@echo "make backup  back up the local stack into BACKUP_DIR (default backups/); prints the ID"
+	@echo "make restore ID=...  put a backup back (stop the local stack first: make down)"
 	@echo "make lint    ruff"
 
 $(STAMP): pyproject.toml requirements.lock scripts/install-system-packages.sh
@@ -31,6 +33,13 @@ up: $(STAMP)
 
 down: $(STAMP)
 	$(BIN)/stack-local down
+
+backup: $(STAMP)
+	$(BIN)/stack-backup create
+
+restore: $(STAMP)
+	@test -n "$(ID)" || { echo "usage: make restore ID=<backup ID> (make backup prints it; $(BIN)/stack-backup list)"; exit 2; }
+	$(BIN)/stack-backup restore $(if $(YES),--yes) $(ID)
 
 test: $(STAMP)
 	bash scripts/install-system-packages.sh --with-test-tools

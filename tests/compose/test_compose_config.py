@@ -32,6 +32,7 @@ DOCKERFILES = {
     "tracking-server": "tracking_server/Dockerfile",
     "trainer": "training/Dockerfile",
     "serving": "serving/Dockerfile",
+    "backup": "backup/Dockerfile",
 }
 LONG_RUNNING = ("postgres", "minio", "tracking-server", "serving")
 CREDENTIAL_PREFIXES = ("AWS_", "GOOGLE_", "MINIO_", "PGPASSWORD", "MLFLOW_S3_")
@@ -45,6 +46,7 @@ OUR_SERVICES = (
     "trainer",
     "promoter",
     "serving",
+    "backup",
 )
 # Who logs in to MLflow as whom (STACK_<ROLE>_USERNAME defaults).
 CLIENT_USERS = {"trainer": "trainer", "promoter": "promoter", "serving": "serving"}
@@ -195,6 +197,35 @@ def test_base_pins_the_real_images_and_keeps_data_in_named_volumes(env_file) -> 
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert env["AWS_ACCESS_KEY_ID"] == TEST_SECRETS["MINIO_ROOT_USER"]
     assert services["create-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
+
+
+@needs_compose
+def test_backup_job_reads_what_the_server_reads_and_writes_a_host_folder(env_file) -> None:
+    """Backups must survive `down -v`: a bind mount of a host folder, never a volume; the
+    container runs as the folder's owner (BACKUP_UID), and reads the same stores."""
+    services = resolved((BASE,), env_file(BACKUP_UID="1234", BACKUP_GID="1234"))["services"]
+    backup, tracking = services["backup"], services["tracking-server"]
+    assert backup["profiles"] == ["jobs"] and backup["entrypoint"] == ["stack-backup"]
+    assert backup["user"] == "1234:1234"
+    assert "tracking-server" not in backup.get("depends_on", {})  # restore needs it stopped
+    [mount] = backup["volumes"]
+    assert mount["type"] == "bind" and mount["target"] == backup["environment"]["BACKUP_DIR"]
+    assert Path(mount["source"]) == ROOT / "backups"
+    for name in (
+        "MLFLOW_BACKEND_STORE_URI",
+        "MLFLOW_AUTH_DATABASE_URI",
+        "MLFLOW_ARTIFACTS_DESTINATION",
+        "MLFLOW_S3_ENDPOINT_URL",
+        "PGPASSWORD",
+        "AWS_ACCESS_KEY_ID",
+    ):
+        assert backup["environment"][name] == tracking["environment"][name], name
+    assert not [k for k in backup["environment"] if k.startswith(AUTH_SECRETS)]
+    assert backup["build"]["args"]["PYTHON_IMAGE"] == "python:3.12-slim-trixie"
+    assert services["backup"]["image"].startswith("mlflow-stack/backup:")
+    assert services["backup"]["user"] != "0:0"
+    default = resolved((BASE,), env_file(name="default.env"))["services"]["backup"]
+    assert default["user"] == "10001:10001"
 
 
 @needs_compose
@@ -360,7 +391,9 @@ def test_dockerfile_follows_the_house_rules(dockerfile: str) -> None:
     instructions = [
         line for line in text.splitlines() if line.strip() and not line.startswith((" ", "#"))
     ]
-    assert instructions[:2] == ["ARG PYTHON_IMAGE=python:3.12-slim", "FROM ${PYTHON_IMAGE}"]
+    # python:3.12-slim, or a Debian-pinned variant of it (backup: trixie's PostgreSQL client)
+    assert re.fullmatch(r"ARG PYTHON_IMAGE=python:3\.12-slim(-\w+)?", instructions[0])
+    assert instructions[1] == "FROM ${PYTHON_IMAGE}"
     assert "--mount" not in text and "<<" not in text, "classic builder: no BuildKit syntax"
     user = [line for line in instructions if line.startswith("USER ")]
     assert user and user[-1].split()[1].split(":")[0] not in ("0", "root")
@@ -393,4 +426,5 @@ def test_dockerignore_is_an_allow_list() -> None:
         "training",
         "promotion",
         "serving",
+        "backup",
     }
