@@ -2,7 +2,8 @@
 
 Drives headless Chromium (Debian's package) with Playwright: open the newest version's page,
 set the ``production`` alias through "Edit aliases", and see serving answer from that version.
-A screenshot of the model page is kept under tests/artifacts/.
+A screenshot of the model page is kept under tests/artifacts/. On a server with auth, the
+trainer trying the same with ``production`` gets MLflow's permission-denied message.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import requests
 from mlflow import MlflowClient
 
 from tests.conftest import ServiceFactory
+from tests.e2e import test_security
+from tests.e2e.test_security import ADMIN_PASSWORD, PASSWORDS, Secured
 from tests.helpers import run_cli, train_and_promote, wait_for_version
 
 pytestmark = pytest.mark.e2e
@@ -66,3 +70,46 @@ def test_setting_the_alias_in_the_ui_deploys_that_version(
     client = MlflowClient(tracking.url)
     assert client.get_model_version_by_alias(unique_name, "production").version == "2"
     assert wait_for_version(serving.url, "2") < 30
+
+
+# The same server with auth and users as tests/e2e/test_security.py (started for this module).
+secured = test_security.secured
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_the_trainer_cannot_set_production_in_the_ui(secured: Secured) -> None:
+    """Logged in as the trainer (EDIT on the model), the UI answers "Edit aliases" ->
+    production with MLflow's permission-denied message, and nothing moves."""
+    from playwright.sync_api import expect, sync_playwright
+
+    trained = run_cli("training", "--print-version", env=secured.env("trainer"))
+    assert trained.code == 0, trained.stderr
+    version = trained.stdout.strip()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(
+                viewport={"width": 1400, "height": 900},
+                http_credentials={"username": "trainer", "password": PASSWORDS["trainer"]},
+            )
+            page = context.new_page()
+            page.goto(f"{secured.url}/#/models/{secured.model}/versions/{version}")
+            page.get_by_title("Edit aliases").click()
+            dialog = page.get_by_role("dialog")
+            dialog.get_by_role("combobox").fill("production")
+            dialog.get_by_role("combobox").press("Enter")
+            dialog.get_by_role("button", name="Save aliases").click()
+            expect(page.get_by_text("Permission denied").first).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "ui-trainer-production-denied.png"))
+        finally:
+            browser.close()
+
+    production = requests.get(
+        secured.api("registered-models/alias"),
+        params={"name": secured.model, "alias": "production"},
+        auth=("admin", ADMIN_PASSWORD),
+        timeout=30,
+    )
+    assert production.status_code == 404, production.text  # never set
