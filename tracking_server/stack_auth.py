@@ -14,8 +14,9 @@ stack needs are finer than that, so this app adds them in front of MLflow's own 
 Everything else is left to MLflow, unchanged. The checks run as a Flask ``before_request``
 hook registered ahead of the one ``mlflow.server.auth.create_app`` adds, on the *view
 function* a request is routed to, so every path MLflow serves the handler under (``/api``,
-``/ajax-api``, any static prefix) is covered; a refusal is MLflow's own 403 response, which the
-UI shows as its usual permission-denied message. Unauthenticated requests are not judged here:
+``/ajax-api``, any static prefix) is covered. A refusal is MLflow's JSON error for a permission
+failure (403, ``error_code`` PERMISSION_DENIED, the reason in ``message``): the UI shows it in
+its error box and the Python client raises it. Unauthenticated requests are not judged here:
 MLflow answers them with its 401.
 
 Every alias move and every refused attempt leaves one line on the ``tracking_server.audit``
@@ -180,6 +181,8 @@ class RegistryGuard:
 
     def before_request(self) -> Any:
         from flask import Response, g
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
         from mlflow.server import auth as mlflow_auth
 
         action = self._action()
@@ -203,7 +206,9 @@ class RegistryGuard:
         if reason is None:
             return None
         g.stack_attempt = replace(attempt, refused_because=reason)
-        return mlflow_auth.make_forbidden_response()
+        # MLflow's JSON error (as its handlers and auth validators raise it): 403 with
+        # error_code PERMISSION_DENIED, which the UI shows and the clients raise with the reason.
+        raise MlflowException(f"Permission denied: {reason}", error_code=PERMISSION_DENIED)
 
     def after_request(self, response: Any) -> Any:
         from flask import g

@@ -62,6 +62,7 @@ class Case:
     method: str  # the ModelRegistryService request class
     body: Callable[[str], dict]  # the request, given the fresh model's name
     allowed: frozenset[str]
+    stack_rule: bool = False  # refused by the stack's rule (JSON error), not MLflow's own
 
 
 def _alias(alias: str, version: str = "2") -> Callable[[str], dict]:
@@ -77,7 +78,7 @@ CASES = {
     "update-model": Case(
         "UpdateRegisteredModel", lambda m: {"name": m, "description": "x"}, EDITORS
     ),
-    "delete-model": Case("DeleteRegisteredModel", lambda m: {"name": m}, ADMIN),
+    "delete-model": Case("DeleteRegisteredModel", lambda m: {"name": m}, ADMIN, True),
     "create-version": Case(
         "CreateModelVersion", lambda m: {"name": m, "source": "SOURCE", "run_id": "RUN"}, EDITORS
     ),
@@ -94,7 +95,9 @@ CASES = {
         },
         EDITORS,
     ),
-    "delete-version": Case("DeleteModelVersion", lambda m: {"name": m, "version": "1"}, ADMIN),
+    "delete-version": Case(
+        "DeleteModelVersion", lambda m: {"name": m, "version": "1"}, ADMIN, True
+    ),
     "set-model-tag": Case(
         "SetRegisteredModelTag", lambda m: {"name": m, "key": "k", "value": "v2"}, EDITORS
     ),
@@ -109,11 +112,11 @@ CASES = {
     "delete-version-tag": Case(
         "DeleteModelVersionTag", lambda m: {"name": m, "version": "1", "key": "k"}, PROMOTERS
     ),
-    "set-production": Case("SetRegisteredModelAlias", _alias("production"), PROMOTERS),
-    "set-previous": Case("SetRegisteredModelAlias", _alias("previous"), PROMOTERS),
+    "set-production": Case("SetRegisteredModelAlias", _alias("production"), PROMOTERS, True),
+    "set-previous": Case("SetRegisteredModelAlias", _alias("previous"), PROMOTERS, True),
     "set-challenger": Case("SetRegisteredModelAlias", _alias("challenger", "1"), EDITORS),
     "set-other-alias": Case("SetRegisteredModelAlias", _alias("Candidate"), EDITORS),
-    "delete-production": Case("DeleteRegisteredModelAlias", _alias("production"), PROMOTERS),
+    "delete-production": Case("DeleteRegisteredModelAlias", _alias("production"), PROMOTERS, True),
     # MLflow itself wants MANAGE to delete any alias: the trainer's only way to move
     # 'challenger' is to set it again.
     "delete-challenger": Case("DeleteRegisteredModelAlias", _alias("challenger"), PROMOTERS),
@@ -232,9 +235,13 @@ def test_each_user_gets_the_intended_answer(registry: Registry, case_id: str, us
         body |= {"source": registry.source, "run_id": registry.run_id}
     answer = registry.call(user, method, path, body)
     assert answer.status_code == expected, (case_id, user, answer.status_code, answer.text[:300])
-    if expected == 403:
-        # MLflow's own permission-denied answer, whoever refused.
-        assert answer.text == "Permission denied"
+    if expected == 403 and case.stack_rule:
+        # MLflow's JSON error for a permission failure, with the stack's reason.
+        error = answer.json()
+        assert error["error_code"] == "PERMISSION_DENIED", error
+        assert error["message"].startswith("Permission denied: "), error
+    elif expected == 403:
+        assert answer.text == "Permission denied"  # MLflow's own refusal, untouched
     if case.method == "SetRegisteredModelAlias":
         moved = registry.alias_version(name, body["alias"])
         assert (moved == body["version"]) == (expected == 200) or body["alias"] == "challenger"
@@ -282,7 +289,7 @@ def test_promoter_promotes_and_rolls_back_with_the_cli_but_trainer_cannot(
     refused = run_cli("promotion", "promote", "--version", "1", env=secured.env("trainer"))
     assert refused.code == 1
     [line] = refused.error_lines
-    assert "403" in line, line
+    assert "PERMISSION_DENIED" in line and "'production' is protected" in line, line
 
     promoter = secured.env("promoter")
     for version in ("1", "2"):
