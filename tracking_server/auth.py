@@ -1,6 +1,8 @@
 """MLflow's basic-auth app for the tracking server: settings, its database, its ini file.
 
 On with ``MLFLOW_AUTH=true`` (or ``MLFLOW_APP_NAME=basic-auth``); Compose always turns it on.
+The launcher then runs the ``stack-auth`` app: basic-auth with protected aliases and admin-only
+hard deletes in front (tracking_server/stack_auth.py).
 The launcher then refuses to start without the secrets MLflow needs, each with one line naming
 the variable: ``MLFLOW_FLASK_SERVER_SECRET_KEY`` (CSRF protection of the sign-up form, the same
 in every worker) and ``MLFLOW_AUTH_ADMIN_PASSWORD`` (at least 12 characters, never the old
@@ -31,7 +33,10 @@ from stack_common.errors import ConfigError, StackError
 
 logger = logging.getLogger(__name__)
 
-APP_NAME = "basic-auth"
+# The app the launcher runs when auth is on: MLflow's basic-auth plus the registry's rules
+# (tracking_server/stack_auth.py). MLFLOW_APP_NAME=basic-auth asks for it too.
+APP_NAME = "stack-auth"
+BASIC_AUTH_APP_NAME = "basic-auth"
 # Shipped as the admin password by MLflow before 3.x's fix (GHSA-gq3w-7jj3-x7gr): known to all.
 LEGACY_DEFAULT_PASSWORD = "password1234"
 MIN_PASSWORD_LENGTH = 12  # MLflow's own policy (mlflow.utils.validation._validate_password)

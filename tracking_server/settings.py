@@ -10,7 +10,7 @@ from pathlib import Path
 from stack_common.env import data_dir, env_bool, env_int, env_str
 from stack_common.errors import ConfigError
 from tracking_server.auth import APP_NAME as AUTH_APP_NAME
-from tracking_server.auth import AuthSettings
+from tracking_server.auth import BASIC_AUTH_APP_NAME, AuthSettings
 
 _BUCKET_SCHEMES = ("s3://", "gs://")
 
@@ -115,8 +115,11 @@ class ServerSettings:
 
 
 def app_name_from_env(env: Mapping[str, str]) -> str:
-    """``--app-name``: MLFLOW_APP_NAME as given; MLFLOW_AUTH=true is short for basic-auth."""
+    """``--app-name``: MLFLOW_APP_NAME as given, except that auth (MLFLOW_AUTH=true or
+    basic-auth) always runs the stack's app, MLflow's basic-auth with the registry's rules."""
     app_name = env_str(env, "MLFLOW_APP_NAME", "")
+    if app_name == BASIC_AUTH_APP_NAME:
+        app_name = AUTH_APP_NAME
     if env_bool(env, "MLFLOW_AUTH", False):
         if app_name not in ("", AUTH_APP_NAME):
             raise ConfigError(

@@ -31,7 +31,7 @@ def test_auth_is_off_by_default_so_the_demo_needs_no_secret(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     "switch", [{"MLFLOW_AUTH": "true"}, {"MLFLOW_APP_NAME": "basic-auth"}], ids=["auth", "app"]
 )
-def test_auth_runs_mlflows_basic_auth_app_with_workspaces(tmp_path: Path, switch) -> None:
+def test_auth_runs_the_stacks_auth_app_with_workspaces(tmp_path: Path, switch) -> None:
     settings = ServerSettings.from_env({"STACK_DATA_DIR": str(tmp_path), **SECRETS, **switch})
     assert settings.auth == AuthSettings(
         database_uri=f"sqlite:///{tmp_path / 'basic_auth.db'}",
@@ -39,7 +39,8 @@ def test_auth_runs_mlflows_basic_auth_app_with_workspaces(tmp_path: Path, switch
         default_permission="NO_PERMISSIONS",
     )
     cmd = server_command(settings)
-    assert cmd[cmd.index("--app-name") + 1] == "basic-auth"
+    # MLflow's basic-auth with the registry's rules in front (tracking_server/stack_auth.py).
+    assert cmd[cmd.index("--app-name") + 1] == "stack-auth"
     assert "--enable-workspaces" in cmd
 
 

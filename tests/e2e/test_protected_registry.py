@@ -1,0 +1,337 @@
+"""Who may change the model registry, asked of a real ``mlflow server`` running the stack's app.
+
+The server (``MLFLOW_AUTH=true`` → ``--app-name stack-auth``) and its users come from
+test_security.py's module fixture, made by the real create-users job: the trainer has EDIT on
+the model, the promoter MANAGE, serving READ. Every user (and nobody) calls every
+registry-changing endpoint of MLflow's ModelRegistryService, each on a fresh model with two
+versions, ``production`` and ``challenger`` set and tags on both, and gets the intended answer:
+only admins hard-delete, only promoters (MANAGE) and admins move ``production``/``previous``,
+everything else is what MLflow grants. The list of endpoints is MLflow's own: an endpoint this
+test does not classify fails it. Alias moves and refusals leave audit lines in the server log.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import requests
+from mlflow.protos.model_registry_pb2 import ModelRegistryService
+from mlflow.server.handlers import get_endpoints, get_service_endpoints
+
+from tests.e2e import test_security
+from tests.e2e.test_security import ADMIN_PASSWORD, PASSWORDS, Secured
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.e2e
+
+secured = test_security.secured  # the same module-scoped server fixture, started for this module
+
+CREDENTIALS = {"anonymous": None, "admin": ("admin", ADMIN_PASSWORD)} | {
+    user: (user, password) for user, password in PASSWORDS.items()
+}
+USERS = ("anonymous", "trainer", "promoter", "serving", "admin")
+# Each user's permission on the registered model, as tracking_server/bootstrap_users.py grants.
+GRANTS = {"trainer": "EDIT", "promoter": "MANAGE", "serving": "READ"}
+PROMOTERS = frozenset({"promoter", "admin"})
+EDITORS = frozenset({"trainer", "promoter", "admin"})
+ADMIN = frozenset({"admin"})
+
+# ModelRegistryService methods that only read: no case needed, but they must be named here.
+READ_ONLY = frozenset(
+    {
+        "GetRegisteredModel",
+        "SearchRegisteredModels",
+        "GetLatestVersions",
+        "GetModelVersion",
+        "SearchModelVersions",
+        "GetModelVersionDownloadUri",
+        "GetModelVersionByAlias",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call of a registry-changing endpoint and who may make it."""
+
+    method: str  # the ModelRegistryService request class
+    body: Callable[[str], dict]  # the request, given the fresh model's name
+    allowed: frozenset[str]
+    stack_rule: bool = False  # refused by the stack's rule (JSON error), not MLflow's own
+
+
+def _alias(alias: str, version: str = "2") -> Callable[[str], dict]:
+    return lambda m: {"name": m, "alias": alias, "version": version}
+
+
+CASES = {
+    "create-model": Case("CreateRegisteredModel", lambda m: {"name": f"{m}-new"}, ADMIN),
+    # MLflow lets EDIT rename a model (docs/security.md: a known gap, not changed here).
+    "rename-model": Case(
+        "RenameRegisteredModel", lambda m: {"name": m, "new_name": f"{m}-renamed"}, EDITORS
+    ),
+    "update-model": Case(
+        "UpdateRegisteredModel", lambda m: {"name": m, "description": "x"}, EDITORS
+    ),
+    "delete-model": Case("DeleteRegisteredModel", lambda m: {"name": m}, ADMIN, True),
+    "create-version": Case(
+        "CreateModelVersion", lambda m: {"name": m, "source": "SOURCE", "run_id": "RUN"}, EDITORS
+    ),
+    "update-version": Case(
+        "UpdateModelVersion", lambda m: {"name": m, "version": "1", "description": "x"}, EDITORS
+    ),
+    "transition-stage": Case(
+        "TransitionModelVersionStage",
+        lambda m: {
+            "name": m,
+            "version": "2",
+            "stage": "Staging",
+            "archive_existing_versions": False,
+        },
+        EDITORS,
+    ),
+    "delete-version": Case(
+        "DeleteModelVersion", lambda m: {"name": m, "version": "1"}, ADMIN, True
+    ),
+    "set-model-tag": Case(
+        "SetRegisteredModelTag", lambda m: {"name": m, "key": "k", "value": "v2"}, EDITORS
+    ),
+    "set-version-tag": Case(
+        "SetModelVersionTag",
+        lambda m: {"name": m, "version": "1", "key": "k", "value": "2"},
+        EDITORS,
+    ),
+    "delete-model-tag": Case(
+        "DeleteRegisteredModelTag", lambda m: {"name": m, "key": "k"}, EDITORS
+    ),
+    "delete-version-tag": Case(
+        "DeleteModelVersionTag", lambda m: {"name": m, "version": "1", "key": "k"}, PROMOTERS
+    ),
+    "set-production": Case("SetRegisteredModelAlias", _alias("production"), PROMOTERS, True),
+    "set-previous": Case("SetRegisteredModelAlias", _alias("previous"), PROMOTERS, True),
+    "set-challenger": Case("SetRegisteredModelAlias", _alias("challenger", "1"), EDITORS),
+    "set-other-alias": Case("SetRegisteredModelAlias", _alias("Candidate"), EDITORS),
+    "delete-production": Case("DeleteRegisteredModelAlias", _alias("production"), PROMOTERS, True),
+    # MLflow itself wants MANAGE to delete any alias: the trainer's only way to move
+    # 'challenger' is to set it again.
+    "delete-challenger": Case("DeleteRegisteredModelAlias", _alias("challenger"), PROMOTERS),
+}
+
+
+def registry_routes() -> dict[str, tuple[str, str]]:
+    """MLflow's own table: request class -> (REST path, HTTP method) of ModelRegistryService."""
+    routes: dict[str, tuple[str, str]] = {}
+    for path, name, methods in get_service_endpoints(ModelRegistryService, lambda c: c.__name__):
+        if path.startswith("/api/2.0/"):
+            routes.setdefault(name, (path, methods[0]))
+    return routes
+
+
+class Registry:
+    """Calls as any user, and fresh models set up by the admin for a case to destroy."""
+
+    def __init__(self, secured: Secured) -> None:
+        self.secured = secured
+        self.admin = requests.Session()
+        self.admin.auth = CREDENTIALS["admin"]
+        self.run_id, self.source = self._run()
+        self.shared_model = self.fresh_model()
+
+    def call(self, user: str, method: str, path: str, body: dict) -> requests.Response:
+        send = {"params": body} if method == "GET" else {"json": body}
+        return requests.request(
+            method, f"{self.secured.url}{path}", auth=CREDENTIALS[user], timeout=30, **send
+        )
+
+    def _admin(self, method: str, path: str, body: dict) -> dict:
+        answer = self.admin.request(method, f"{self.secured.url}/api/{path}", json=body, timeout=30)
+        assert answer.status_code == 200, (path, answer.status_code, answer.text)
+        return answer.json()
+
+    def _run(self) -> tuple[str, str]:
+        run = self._admin(
+            "POST", "2.0/mlflow/runs/create", {"experiment_id": self.secured.experiment_id()}
+        )["run"]["info"]
+        return run["run_id"], f"{run['artifact_uri']}/model"
+
+    def fresh_model(self) -> str:
+        """Versions 1 and 2, production -> 1, challenger -> 2, tag 'k' on the model and v1;
+        each user granted its usual permission on it."""
+        name = f"{self.secured.model}-{uuid.uuid4().hex[:8]}"
+        self._admin("POST", "2.0/mlflow/registered-models/create", {"name": name})
+        for user, permission in GRANTS.items():
+            self._admin(
+                "POST",
+                "3.0/mlflow/users/permissions/grant",
+                {
+                    "username": user,
+                    "resource_type": "registered_model",
+                    "resource_id": name,
+                    "permission": permission,
+                },
+            )
+        for _ in range(2):
+            self._admin(
+                "POST",
+                "2.0/mlflow/model-versions/create",
+                {"name": name, "source": self.source, "run_id": self.run_id},
+            )
+        for alias, version in (("production", "1"), ("challenger", "2")):
+            body = {"name": name, "alias": alias, "version": version}
+            self._admin("POST", "2.0/mlflow/registered-models/alias", body)
+        self._admin(
+            "POST",
+            "2.0/mlflow/registered-models/set-tag",
+            {"name": name, "key": "k"} | {"value": "v"},
+        )
+        self._admin(
+            "POST",
+            "2.0/mlflow/model-versions/set-tag",
+            {"name": name, "version": "1", "key": "k", "value": "v"},
+        )
+        return name
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        answer = self.admin.get(
+            f"{self.secured.url}/api/2.0/mlflow/registered-models/alias",
+            params={"name": name, "alias": alias},
+            timeout=30,
+        )
+        return answer.json()["model_version"]["version"] if answer.status_code == 200 else None
+
+
+@pytest.fixture(scope="module")
+def registry(secured: Secured) -> Registry:
+    return Registry(secured)
+
+
+def test_every_registry_endpoint_is_classified() -> None:
+    """A ModelRegistryService method MLflow adds must be placed by this test, or it fails."""
+    methods = {m.input_type.name for m in ModelRegistryService.DESCRIPTOR.methods}
+    classified = READ_ONLY | {case.method for case in CASES.values()}
+    assert methods == classified, (
+        f"unclassified: {methods - classified}, gone: {classified - methods}"
+    )
+    # Every mutating method has a route in MLflow's handler table, found by this test.
+    routes = registry_routes()
+    assert {case.method for case in CASES.values()} <= set(routes)
+
+
+@pytest.mark.parametrize("user", USERS)
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_each_user_gets_the_intended_answer(registry: Registry, case_id: str, user: str) -> None:
+    case = CASES[case_id]
+    path, method = registry_routes()[case.method]
+    expected = 401 if user == "anonymous" else 200 if user in case.allowed else 403
+    # A refused call changes nothing: those share one model (a wrongly allowed one fails here).
+    name = registry.fresh_model() if expected == 200 else registry.shared_model
+    body = case.body(name)
+    if "source" in body:
+        body |= {"source": registry.source, "run_id": registry.run_id}
+    answer = registry.call(user, method, path, body)
+    assert answer.status_code == expected, (case_id, user, answer.status_code, answer.text[:300])
+    if expected == 403 and case.stack_rule:
+        # MLflow's JSON error for a permission failure, with the stack's reason.
+        error = answer.json()
+        assert error["error_code"] == "PERMISSION_DENIED", error
+        assert error["message"].startswith("Permission denied: "), error
+    elif expected == 403:
+        assert answer.text == "Permission denied"  # MLflow's own refusal, untouched
+    if case.method == "SetRegisteredModelAlias":
+        moved = registry.alias_version(name, body["alias"])
+        assert (moved == body["version"]) == (expected == 200) or body["alias"] == "challenger"
+
+
+# Every path MLflow routes to a guarded handler (REST and the UI's ajax-api, any version).
+GUARDED = {
+    "SetRegisteredModelAlias": "set-production",
+    "DeleteRegisteredModelAlias": "delete-production",
+    "DeleteRegisteredModel": "delete-model",
+    "DeleteModelVersion": "delete-version",
+}
+
+
+def _guarded_routes() -> list[tuple[str, str, str]]:
+    from mlflow.protos import model_registry_pb2
+
+    found = []
+    for name, case_id in GUARDED.items():
+        request_class = getattr(model_registry_pb2, name)
+        for path, hit, methods in get_endpoints(lambda c, rc=request_class: c is rc):
+            if hit is True:
+                found += [(case_id, path, method) for method in methods]
+    return found
+
+
+@pytest.mark.parametrize(("case_id", "path", "method"), _guarded_routes())
+def test_every_route_to_a_guarded_handler_is_guarded(
+    registry: Registry, case_id: str, path: str, method: str
+) -> None:
+    case = CASES[case_id]
+    name = registry.shared_model
+    refused = registry.call("trainer", method, path, case.body(name))
+    assert refused.status_code == 403, (path, refused.text[:300])
+    assert registry.alias_version(name, "production") == "1"
+
+
+def test_promoter_promotes_and_rolls_back_with_the_cli_but_trainer_cannot(
+    secured: Secured, registry: Registry
+) -> None:
+    """The real stack-registry CLI, as each user, on a model trained by the trainer."""
+    for _ in range(2):
+        trained = run_cli("training", "--print-version", env=secured.env("trainer"))
+        assert trained.code == 0, trained.stderr
+    refused = run_cli("promotion", "promote", "--version", "1", env=secured.env("trainer"))
+    assert refused.code == 1
+    [line] = refused.error_lines
+    assert "PERMISSION_DENIED" in line and "'production' is protected" in line, line
+
+    promoter = secured.env("promoter")
+    for version in ("1", "2"):
+        promoted = run_cli("promotion", "promote", "--version", version, "--force", env=promoter)
+        assert promoted.code == 0, promoted.stderr
+    assert registry.alias_version(secured.model, "production") == "2"
+    rolled = run_cli("promotion", "rollback", env=promoter)
+    assert rolled.code == 0, rolled.stderr or rolled.stdout
+    assert registry.alias_version(secured.model, "production") == "1"
+    assert registry.alias_version(secured.model, "previous") == "2"
+
+
+def _audit_lines(secured: Secured, model: str) -> list[str]:
+    log = (secured.root / "tracking.log").read_text()
+    return [ln for ln in log.splitlines() if "tracking_server.audit" in ln and model in ln]
+
+
+def test_alias_moves_and_refusals_are_audited(registry: Registry) -> None:
+    name = registry.fresh_model()
+    alias = {"name": name, "alias": "production", "version": "2"}
+    path = "/api/2.0/mlflow/registered-models/alias"
+    assert registry.call("trainer", "POST", path, alias).status_code == 403
+    assert registry.call("promoter", "POST", path, alias).status_code == 200
+    assert (
+        registry.call(
+            "promoter", "DELETE", "/api/2.0/mlflow/registered-models/delete", {"name": name}
+        ).status_code
+        == 403
+    )
+
+    def ours() -> list[str]:  # the admin's setup is audited too: keep the three calls above
+        lines = _audit_lines(registry.secured, name)
+        return [ln for ln in lines if re.search(r" by (trainer|promoter) ", ln)]
+
+    deadline = time.monotonic() + 30
+    while len(ours()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ours = ours()
+    assert len(ours) == 3, _audit_lines(registry.secured, name)
+    assert (
+        f"refused set_alias {name}@production: 1 -> 2 by trainer (alias 'production' is protected"
+        in ours[0]
+    )
+    assert f"allowed set_alias {name}@production: 1 -> 2 by promoter (200)" in ours[1]
+    assert f"refused delete_registered_model {name}: - -> - by promoter (hard deletes" in ours[2]

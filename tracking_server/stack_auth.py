@@ -1,0 +1,282 @@
+"""``mlflow server --app-name stack-auth``: MLflow's basic-auth app plus the registry's own rules.
+
+MLflow's permissions are per resource and per level (READ < USE < EDIT < MANAGE). Two things the
+stack needs are finer than that, so this app adds them in front of MLflow's own checks:
+
+* **Protected aliases** (``MLFLOW_PROTECTED_ALIASES``, default ``production,previous``): serving
+  deploys whatever ``production`` points at, so only those allowed to promote (admins, or users
+  with MANAGE on that registered model) may set or delete these aliases. Anyone MLflow lets
+  edit the model still sets other aliases (the trainer's ``challenger``).
+* **Hard deletes are for admins**: deleting a registered model or a model version destroys
+  it and every alias on it for good, so no permission short of admin may do it. Runs and
+  experiments keep MLflow's soft delete.
+
+Everything else is left to MLflow, unchanged. The checks run as a Flask ``before_request``
+hook registered ahead of the one ``mlflow.server.auth.create_app`` adds, on the *view
+function* a request is routed to, so every path MLflow serves the handler under (``/api``,
+``/ajax-api``, any static prefix) is covered. A refusal is MLflow's JSON error for a permission
+failure (403, ``error_code`` PERMISSION_DENIED, the reason in ``message``): the UI shows it in
+its error box and the Python client raises it. Unauthenticated requests are not judged here:
+MLflow answers them with its 401.
+
+Every alias move and every refused attempt leaves one line on the ``tracking_server.audit``
+logger, in the server's log (JSON with ``LOG_FORMAT=json``): see docs/security.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from stack_common.logs import setup_logging
+
+audit_logger = logging.getLogger("tracking_server.audit")
+
+DEFAULT_PROTECTED_ALIASES = ("production", "previous")
+
+
+class Action(StrEnum):
+    """The registry changes these rules govern (one per MLflow request class)."""
+
+    SET_ALIAS = "set_alias"
+    DELETE_ALIAS = "delete_alias"
+    DELETE_MODEL = "delete_registered_model"
+    DELETE_VERSION = "delete_model_version"
+
+
+# MLflow's ModelRegistryService request class name -> the action it performs. Every other
+# method of the service is left to MLflow (tests/unit/test_stack_auth.py checks the list).
+GOVERNED_METHODS: Mapping[str, Action] = {
+    "SetRegisteredModelAlias": Action.SET_ALIAS,
+    "DeleteRegisteredModelAlias": Action.DELETE_ALIAS,
+    "DeleteRegisteredModel": Action.DELETE_MODEL,
+    "DeleteModelVersion": Action.DELETE_VERSION,
+}
+
+
+class ProtectionSettings(BaseSettings):
+    """``MLFLOW_PROTECTED_ALIASES``: comma list of aliases only promoters may move."""
+
+    model_config = SettingsConfigDict(env_prefix="MLFLOW_", env_ignore_empty=True, frozen=True)
+
+    protected_aliases: Annotated[frozenset[str], NoDecode] = frozenset(DEFAULT_PROTECTED_ALIASES)
+
+    @field_validator("protected_aliases", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            # Aliases compare case-insensitively, like MLflow's reserved 'latest'.
+            return frozenset(a.strip().lower() for a in value.split(",") if a.strip())
+        return value
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One governed request, as the audit line reports it."""
+
+    action: Action
+    user: str  # 'anonymous' when MLflow will answer 401
+    model: str | None
+    alias: str | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    refused_because: str | None = None
+
+
+def refusal(
+    action: Action,
+    alias: str | None,
+    *,
+    is_admin: bool,
+    can_manage: Callable[[], bool],
+    protected: frozenset[str],
+) -> str | None:
+    """Why the stack refuses this attempt, or None to let MLflow's own rules decide.
+
+    ``can_manage`` is only called when the answer depends on it (it costs a database read).
+    """
+    if is_admin:
+        return None
+    if action in (Action.DELETE_MODEL, Action.DELETE_VERSION):
+        return "hard deletes of registered models and versions are for admins only"
+    if alias is not None and alias.lower() in protected and not can_manage():
+        return (
+            f"alias {alias!r} is protected: only admins and users with MANAGE on the model "
+            "may set or delete it"
+        )
+    return None
+
+
+def outcome_of(status: int) -> str | None:
+    """``allowed``/``refused`` for the audit line; None for errors that changed nothing."""
+    if status < 400:
+        return "allowed"
+    if status in (401, 403):
+        return "refused"
+    return None
+
+
+def audit(attempt: Attempt, status: int) -> None:
+    """One line per alias move or refused attempt; plain deletes by admins too."""
+    outcome = outcome_of(status)
+    if outcome is None:
+        return
+    fields = {
+        "audit": True,
+        "action": attempt.action.value,
+        "user": attempt.user,
+        "model": attempt.model,
+        "alias": attempt.alias,
+        "from_version": attempt.from_version,
+        "to_version": attempt.to_version,
+        "outcome": outcome,
+        "status": status,
+    }
+    if attempt.refused_because:
+        fields["reason"] = attempt.refused_because
+    target = attempt.model if attempt.alias is None else f"{attempt.model}@{attempt.alias}"
+    audit_logger.info(
+        "%s %s %s: %s -> %s by %s (%s)",
+        outcome,
+        attempt.action.value,
+        target,
+        attempt.from_version or "-",
+        attempt.to_version or "-",
+        attempt.user,
+        attempt.refused_because or status,
+        extra=fields,
+    )
+
+
+def governed_handlers() -> dict[Callable[..., Any], Action]:
+    """MLflow's view functions for the governed request classes (whatever paths route there)."""
+    from mlflow.protos import model_registry_pb2
+    from mlflow.server.handlers import get_handler
+
+    return {
+        get_handler(getattr(model_registry_pb2, name)): action
+        for name, action in GOVERNED_METHODS.items()
+    }
+
+
+class RegistryGuard:
+    """The Flask hooks: judge governed requests before MLflow does, audit them after."""
+
+    def __init__(self, protected: frozenset[str], handlers: Mapping[Callable[..., Any], Action]):
+        self.protected = protected
+        self.handlers = dict(handlers)
+
+    def _action(self) -> Action | None:
+        from flask import current_app, request
+
+        if request.endpoint is None:
+            return None
+        return self.handlers.get(current_app.view_functions.get(request.endpoint))
+
+    def before_request(self) -> Any:
+        from flask import Response, g
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+        from mlflow.server import auth as mlflow_auth
+
+        action = self._action()
+        if action is None:
+            return None
+        authorization = mlflow_auth.authenticate_request()
+        authenticated = not isinstance(authorization, Response)
+        attempt = self._describe(action, authorization.username if authenticated else None)
+        g.stack_attempt = attempt
+        if not authenticated:
+            return None  # MLflow's own hook answers 401 the way it always does
+        reason = refusal(
+            action,
+            attempt.alias,
+            is_admin=mlflow_auth.sender_is_admin(),
+            can_manage=lambda: (
+                mlflow_auth._get_permission_from_registered_model_or_prompt_name().can_manage
+            ),
+            protected=self.protected,
+        )
+        if reason is None:
+            return None
+        g.stack_attempt = replace(attempt, refused_because=reason)
+        # MLflow's JSON error (as its handlers and auth validators raise it): 403 with
+        # error_code PERMISSION_DENIED, which the UI shows and the clients raise with the reason.
+        raise MlflowException(f"Permission denied: {reason}", error_code=PERMISSION_DENIED)
+
+    def after_request(self, response: Any) -> Any:
+        from flask import g
+
+        attempt = g.pop("stack_attempt", None)
+        if attempt is not None:
+            audit(attempt, response.status_code)
+        return response
+
+    def _describe(self, action: Action, username: str | None) -> Attempt:
+        """Who wants what, and where the alias points now (for ``from -> to``)."""
+        name = _param("name")
+        alias = _param("alias") if action in (Action.SET_ALIAS, Action.DELETE_ALIAS) else None
+        version = _param("version")
+        attempt = Attempt(action, username or "anonymous", name, alias)
+        if action is Action.SET_ALIAS:
+            return replace(attempt, from_version=_aliased_version(name, alias), to_version=version)
+        if action is Action.DELETE_ALIAS:
+            return replace(attempt, from_version=_aliased_version(name, alias))
+        if action is Action.DELETE_VERSION:
+            return replace(attempt, from_version=version)
+        return attempt
+
+
+def _param(name: str) -> str | None:
+    """A request parameter, or None: malformed requests are MLflow's to answer (400)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth import _get_request_param
+
+    try:
+        value = _get_request_param(name)
+    except MlflowException:
+        return None
+    return None if value is None else str(value)
+
+
+def _aliased_version(name: str | None, alias: str | None) -> str | None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.handlers import _get_model_registry_store
+
+    if not name or not alias:
+        return None
+    try:
+        return str(_get_model_registry_store().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None  # no such model or alias: nothing to move from
+
+
+def create_app(app: Any = None) -> Any:
+    """The ``mlflow.app`` factory: MLflow's basic-auth app with the guard in front.
+
+    Runs in every ``mlflow server`` worker, so it also sets up the stack's logging there
+    (the launcher's own setup does not reach the workers).
+    """
+    from mlflow.server import app as mlflow_flask_app
+    from mlflow.server.auth import create_app as create_basic_auth_app
+    from mlflow.server.handlers import catch_mlflow_exception
+
+    setup_logging(logger_name="tracking_server")
+    flask_app = mlflow_flask_app if app is None else app
+    settings = ProtectionSettings()
+    guard = RegistryGuard(settings.protected_aliases, governed_handlers())
+    # Registered before basic-auth's hooks: Flask runs before_request hooks in this order.
+    # A failed lookup answers as MLflow's handlers do (JSON error), not with a 500.
+    flask_app.before_request(catch_mlflow_exception(guard.before_request))
+    flask_app.after_request(guard.after_request)
+    logging.getLogger("tracking_server").info(
+        "registry rules on: protected aliases %s, hard deletes for admins only",
+        ", ".join(sorted(settings.protected_aliases)) or "(none)",
+    )
+    return create_basic_auth_app(flask_app)
