@@ -190,7 +190,15 @@ def main(seconds: float, repeats: int, moves: int, poll: float) -> None:
     with compose.lifecycle(wait_timeout_s=480):
         cli("training", env=trainer)
         cli("promotion", "promote", env=promoter)
-        cli("training", env=trainer)  # version 2, for the moves
+        # Version 2, for the moves: the same model files registered again (no second training,
+        # which takes minutes on a loaded machine); serving still fetches and loads it anew.
+        from mlflow import MlflowClient
+
+        os.environ["MLFLOW_TRACKING_USERNAME"] = "admin"
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = TEST_SECRETS["MLFLOW_AUTH_ADMIN_PASSWORD"]
+        admin = MlflowClient(ui)
+        v1 = admin.get_model_version(name, "1")
+        admin.create_model_version(name, v1.source, run_id=v1.run_id, model_id=v1.model_id)
         containers = sorted(compose.run("ps", "-q", "serving").stdout.split())
         urls = [f"http://{ip_of(c)}:8080" for c in containers]
         wait_serving(urls, "1")
