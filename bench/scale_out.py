@@ -197,8 +197,7 @@ def main(seconds: float, repeats: int, moves: int, poll: float) -> None:
         os.environ["MLFLOW_TRACKING_USERNAME"] = "admin"
         os.environ["MLFLOW_TRACKING_PASSWORD"] = TEST_SECRETS["MLFLOW_AUTH_ADMIN_PASSWORD"]
         admin = MlflowClient(ui)
-        v1 = admin.get_model_version(name, "1")
-        admin.create_model_version(name, v1.source, run_id=v1.run_id, model_id=v1.model_id)
+        admin.create_model_version(name, f"models:/{name}/1")  # MLflow copies run and files
         containers = sorted(compose.run("ps", "-q", "serving").stdout.split())
         urls = [f"http://{ip_of(c)}:8080" for c in containers]
         wait_serving(urls, "1")

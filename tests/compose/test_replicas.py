@@ -238,18 +238,18 @@ def test_production_moved_every_replica_follows_and_none_serves_a_rejected_versi
 ) -> None:
     from mlflow import MlflowClient
 
-    # Version 2: version 1's model registered again from its run (training is covered by the
-    # test that kills a tracking replica; here only the registry and serving matter).
+    # Version 2: version 1 registered again (MLflow copies its run and files: models:/name/1).
+    # Training is covered by the test that kills a tracking replica; here only the registry
+    # and serving matter.
     admin = MlflowClient(scale.ui)
-    v1 = admin.get_model_version(scale.model, "1")
-    admin.create_model_version(scale.model, v1.source, run_id=v1.run_id, model_id=v1.model_id)
-    # Version 3 has no test metric: the gate refuses it.
+    assert admin.create_model_version(scale.model, f"models:/{scale.model}/1").version == "2"
+    # Version 3 is far worse on the test metric: the gate refuses it.
     experiment = admin.get_experiment_by_name(scale.model).experiment_id
-    run = admin.create_run(experiment, run_name="no-metric")
+    run = admin.create_run(experiment, run_name="worse")
+    admin.log_metric(run.info.run_id, "test_rmse", 1e9)
     admin.set_terminated(run.info.run_id)
-    rejected = admin.create_model_version(
-        scale.model, v1.source, run_id=run.info.run_id, model_id=v1.model_id
-    ).version
+    source = f"runs:/{run.info.run_id}/model"
+    rejected = admin.create_model_version(scale.model, source, run_id=run.info.run_id).version
     assert rejected == "3"
     urls = scale.replica_urls()
     with VersionWatch(urls) as watch:
