@@ -334,7 +334,7 @@ def test_training_and_registry_through_the_balancer_survive_a_tracking_replica_k
         wait_healthy(victim)
         stop.set()
         reader.result(timeout=120)  # every registry read succeeded
-    assert reads and set(reads) == {"2"}
+    assert reads and len(set(reads)) == 1  # nobody moved production meanwhile
 
     versions = client.search_model_versions(f"name='{scale.model}'")
     added = sorted(int(v.version) for v in versions if v.version not in before)
