@@ -322,7 +322,7 @@ def test_training_and_registry_through_the_balancer_survive_a_tracking_replica_k
             reads.append(client.get_model_version_by_alias(scale.model, "production").version)
             client.search_model_versions(f"name='{scale.model}'")
 
-    trainings = 2
+    trainings = 1
     with ThreadPoolExecutor(2) as pool:
         reader = pool.submit(registry_reads)
         trainer = pool.submit(lambda: [scale.train(tmp_path / str(i)) for i in range(trainings)])
