@@ -17,7 +17,14 @@ from stack_common.errors import StackError
 from stack_common.logs import setup_logging
 from tracking_server.artifacts import wait_for_bucket
 from tracking_server.auth import prepare_database, write_config
-from tracking_server.backend import redact, upgrade_schema, wait_for_database
+from tracking_server.backend import (
+    auth_schema_is_current,
+    migration_lock,
+    redact,
+    upgrade_schema_once,
+    wait_for_database,
+    wait_for_schema,
+)
 from tracking_server.settings import ServerSettings
 
 logger = logging.getLogger("tracking_server")
@@ -52,12 +59,27 @@ def server_command(settings: ServerSettings) -> list[str]:
     return cmd
 
 
+def migrate(settings: ServerSettings) -> None:
+    """Both schema upgrades (backend store, then the auth database) under one advisory lock:
+    replicas or a migration Job starting together migrate once, the others find it at head."""
+    with migration_lock(settings.backend_store_uri):
+        upgrade_schema_once(settings.backend_store_uri)
+        if settings.auth is not None:
+            logger.info("auth database %s", redact(settings.auth.database_uri))
+            prepare_database(settings.auth, settings.backend_store_uri)
+
+
 def prepare(settings: ServerSettings) -> None:
     wait_for_database(settings.backend_store_uri, settings.backend_wait_s)
-    upgrade_schema(settings.backend_store_uri)
-    if settings.auth is not None:
-        logger.info("auth database %s", redact(settings.auth.database_uri))
-        prepare_database(settings.auth, settings.backend_store_uri)
+    if settings.migrate_on_start:
+        migrate(settings)
+    else:
+        auth = settings.auth
+        wait_for_schema(
+            settings.backend_store_uri,
+            settings.backend_wait_s,
+            (lambda: auth_schema_is_current(auth.database_uri)) if auth is not None else None,
+        )
     if settings.local_artifacts is not None:
         settings.local_artifacts.mkdir(parents=True, exist_ok=True)
     else:
@@ -80,11 +102,21 @@ def server_environment(settings: ServerSettings) -> dict[str, str]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--check", is_flag=True, help="Prepare the backend store and print the command.")
-def main(check: bool) -> None:
+@click.option(
+    "--migrate-only",
+    is_flag=True,
+    help="Wait for the database, migrate the backend store (and the auth database), then exit.",
+)
+def main(check: bool, migrate_only: bool) -> None:
     """Start the MLflow tracking server as configured by the environment (see .env.example)."""
     setup_logging()
     try:
         settings = ServerSettings.from_env()
+        if migrate_only:
+            wait_for_database(settings.backend_store_uri, settings.backend_wait_s)
+            migrate(settings)
+            logger.info("schemas at head: migration done")
+            return
         prepare(settings)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -35,6 +35,9 @@ class ServerSettings:
     # MLflow's workspaces: with auth, only users granted a workspace may create experiments
     # and models in it (docs/security.md). On by default when auth is.
     workspaces: bool = False
+    # False: never migrate, wait (up to backend_wait_s) for a migration job to bring the schema
+    # to head. True: migrate under a PostgreSQL advisory lock (replicas migrate once).
+    migrate_on_start: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
@@ -59,6 +62,7 @@ class ServerSettings:
             job_execution=env_bool(env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", False),
             app_name=app_name,
             artifacts_wait_s=env_int(env, "ARTIFACTS_WAIT_SECONDS", 30),
+            migrate_on_start=env_bool(env, "MLFLOW_MIGRATE_ON_START", True),
         )
         settings.validate()
         if app_name == AUTH_APP_NAME:

@@ -23,11 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = "docker-compose.yml"
 AWS = "docker-compose.aws.yml"
 GCS = "docker-compose.gcs.yml"
+SCALE = "docker-compose.scale.yml"
 OFFLINE = "tests/compose/offline.yml"
-COMPOSE_FILES = (BASE, AWS, GCS, OFFLINE)
+OFFLINE_SCALE = "tests/compose/offline-scale.yml"
+COMPOSE_FILES = (BASE, AWS, GCS, SCALE, OFFLINE, OFFLINE_SCALE)
 
 # The stand-in images the offline override names (../shared/docker-offline/build-images.sh).
 STAND_IN_IMAGES = ("local/python:3.11-slim", "local/postgres:15", "local/s3:moto")
+SCALE_STAND_IN_IMAGES = (*STAND_IN_IMAGES, "local/haproxy:2.6")
 
 # Secrets and settings a test .env supplies; the tests add ports and names. MLflow's basic auth
 # wants passwords of 12+ characters.

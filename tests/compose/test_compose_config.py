@@ -16,7 +16,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from compose_stack import AWS, BASE, GCS, OFFLINE, ROOT, TEST_SECRETS, ComposeProject
+from compose_stack import (
+    AWS,
+    BASE,
+    GCS,
+    OFFLINE,
+    OFFLINE_SCALE,
+    ROOT,
+    SCALE,
+    TEST_SECRETS,
+    ComposeProject,
+)
 
 COMBINATIONS = {
     "base": (BASE,),
@@ -283,7 +293,32 @@ def test_offline_override_maps_every_image_to_its_stand_in(env_file) -> None:
     assert "ports" not in services["minio"]
     for name in (*DOCKERFILES, "create-bucket", "create-users", "promoter"):
         assert services[name]["build"]["args"]["PYTHON_IMAGE"] == "local/python:3.11-slim"
-        assert services[name]["image"].endswith(":offline"), name
+        # Tagged apart per checkout (STACK_TEST_IMAGE_TAG), not one shared ':offline' tag.
+        assert services[name]["image"].endswith(f":{TEST_SECRETS['STACK_IMAGE_TAG']}"), name
+
+
+@needs_compose
+def test_scale_overlay_puts_three_of_each_stateless_service_behind_the_balancer(
+    env_file,
+) -> None:
+    real = resolved((BASE, SCALE), env_file())["services"]
+    assert real["balancer"]["image"].startswith("haproxy:2.6.")  # pinned
+    offline = resolved((BASE, SCALE, OFFLINE, OFFLINE_SCALE), env_file())["services"]
+    assert offline["balancer"]["image"] == "local/haproxy:2.6"
+    for services in (real, offline):
+        published = {
+            name: sorted((p["host_ip"], p["target"]) for p in svc.get("ports", []))
+            for name, svc in services.items()
+            if svc.get("ports")
+        }
+        assert published == {"balancer": [("127.0.0.1", 5000), ("127.0.0.1", 8080)]}
+        for name in ("tracking-server", "serving"):
+            assert services[name]["deploy"]["replicas"] == 3, name
+        assert "balancer" in services["tracking-server"]["environment"][
+            "MLFLOW_SERVER_ALLOWED_HOSTS"
+        ].split(",")
+        assert services["serving"]["environment"]["MLFLOW_TRACKING_URI"] == "http://balancer:5000"
+    assert "balancer" not in resolved((BASE, OFFLINE), env_file())["services"]
 
 
 MISSING = [
