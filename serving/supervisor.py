@@ -25,7 +25,7 @@ from serving.front import Front, FrontConfig
 from serving.model_source import fetch_production, fetch_version, resolve_version
 from serving.pool import PoolFailed, ScoringPool, example_request
 from serving.settings import ServingSettings
-from stack_common.errors import one_line
+from stack_common.errors import describe_mlflow_error, one_line, refused_status
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class Supervisor:
         try:
             version = self._resolve()
         except Exception as exc:  # registry down or answering errors: keep serving
-            self._degrade("tracking_server", f"unreachable: {one_line(str(exc), 200)}")
+            self._degrade("tracking_server", registry_problem(exc))
             return
         self._recover("tracking_server")
         if version is None:
@@ -284,3 +284,15 @@ class Supervisor:
         }
         _write_json(self.run_dir / "served.json", served)
         _write_json(self.run_dir / "health.json", health)
+
+
+def registry_problem(exc: Exception) -> str:
+    """What /health says when the alias cannot be read. A refused login or a missing permission
+    is not an outage: name it, with the fix, so an operator does not chase the network."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException) and (
+        refused_status(exc.message) or exc.error_code in ("PERMISSION_DENIED", "UNAUTHENTICATED")
+    ):
+        return describe_mlflow_error(exc.message)
+    return f"unreachable: {one_line(str(exc), 200)}"

@@ -39,6 +39,12 @@ _LOST_SERVER = re.compile(r"API request to (\S+) failed with exception")
 _REFUSED = re.compile(r"API request to endpoint (\S+) failed with error code (401|403) ")
 
 
+def refused_status(message: str) -> int | None:
+    """401 or 403 when MLflow's client says the tracking server refused the request."""
+    refused = _REFUSED.search(message)
+    return int(refused.group(2)) if refused else None
+
+
 def describe_mlflow_error(message: str) -> str:
     """MLflow's message in one line; a lost server or refused credentials get the fix with it."""
     lost = _LOST_SERVER.search(message)
