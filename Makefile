@@ -3,9 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# checkov (tests/kubernetes) in a virtualenv of its own: its pins clash with the stack's.
+CHECKOV_VENV  := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 SYSTEM_PACKAGES_FLAGS ?=
 
-.PHONY: help install demo up down backup restore test test-fast lint format lock docker-images bench clean
+.PHONY: help install demo up down backup restore test test-fast lint format lock lock-checkov docker-images bench clean
 
 help:
 	@echo "make demo    the whole story on this machine: track, train, register, promote, serve, predict"
@@ -25,6 +28,11 @@ $(STAMP): pyproject.toml requirements.lock scripts/install-system-packages.sh
 
 install: $(STAMP)
 
+$(CHECKOV_STAMP): requirements-checkov.lock
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.lock
+	@touch $@
+
 demo: $(STAMP)
 	$(BIN)/stack-local demo
 
@@ -41,7 +49,7 @@ restore: $(STAMP)
 	@test -n "$(ID)" || { echo "usage: make restore ID=<backup ID> (make backup prints it; $(BIN)/stack-backup list)"; exit 2; }
 	$(BIN)/stack-backup restore $(if $(YES),--yes) $(ID)
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV_STAMP)
 	bash scripts/install-system-packages.sh --with-test-tools
 	$(BIN)/ruff check .
 	bash tests/run.sh
@@ -61,6 +69,10 @@ lock: $(STAMP)
 	@( echo "# Exact pins of every package the project installs (make lock regenerates it). Python 3.11."; \
 	   $(BIN)/python -m pip freeze --exclude-editable ) > requirements.lock
 
+lock-checkov: $(CHECKOV_STAMP)
+	@( echo "# Exact pins of checkov, in its own virtualenv (.venv-checkov): its dependencies conflict with the stack's. make lock-checkov regenerates it. Python 3.11."; \
+	   $(CHECKOV_VENV)/bin/python -m pip freeze ) > requirements-checkov.lock
+
 bench: $(STAMP)
 	bash scripts/install-system-packages.sh --with-test-tools
 	$(BIN)/python bench/serving.py
@@ -69,4 +81,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/scale_out.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache
