@@ -31,6 +31,23 @@ def _forget_global_mlflow_uris() -> None:
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """How tests/run.sh's two workers share the suite: each test module stays whole on one
+    worker (its module-scoped servers start once), and all Compose tests go to one worker, in
+    order, first: they share the Docker engine and its image builds, and two stacks at once on
+    a small machine starve each other's health checks. The rest runs beside them."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesWithComposeTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "tests/compose" if module.startswith("tests/compose/") else module
+
+    config.option.loadscopereorder = False  # collection order: tests/compose comes first
+    return ModulesWithComposeTogether(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow_uris() -> Iterator[None]:
     """Library code run in-process (``connect()``, ``run_training``) points MLflow's global

@@ -14,7 +14,9 @@ if [ -z "${STACK_SKIP_DOCKER:-}" ] && [ -x "$offline/ensure-engine.sh" ]; then
 elif [ -z "${STACK_SKIP_DOCKER:-}" ]; then
   export STACK_DOCKER_UNAVAILABLE="$offline/ensure-engine.sh not found"
 fi
-.venv/bin/pytest "$@"
+# Two workers (TEST_WORKERS): the Compose stories on one, the rest beside them (tests/conftest.py
+# groups them); the slowest tests are listed at the end so a creeping CI time shows.
+.venv/bin/pytest -n "${TEST_WORKERS:-2}" --durations=20 "$@"
 status=$?
 if [ $status -eq 5 ]; then
   echo "tests/run.sh: pytest collected no tests; that is a failure" >&2
