@@ -20,11 +20,19 @@ from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, RESOURCE_DOES_NOT_EX
 from local_stack.processes import free_port
 from serving import model_source
 from serving.cache import MANIFEST, ModelCache
-from serving.model_source import download_with_retry, fetch_production, is_transient
+from serving.model_source import (
+    client_env,
+    download_with_retry,
+    fetch_production,
+    is_transient,
+)
 from serving.settings import ServingSettings
+from stack_common.tracking import HttpBudget
 from stack_common.wait import ServerUnreachable
 
 NAME = "grades"
+URI = "http://127.0.0.1:5000"
+TIMEOUT = model_source.TIMEOUT_ENV
 
 
 def writer(content: bytes = b"weights", calls: list[str] | None = None):
@@ -210,7 +218,7 @@ def test_transient_download_errors_are_retried_into_a_clean_folder(
     monkeypatch.setenv(model_source.PRESIGNED_ENV, "unset")
     monkeypatch.delenv(model_source.PRESIGNED_ENV)
 
-    def flaky(name: str, version: str, folder: Path) -> None:
+    def flaky(tracking_uri: str, name: str, version: str, folder: Path) -> None:
         attempts.append(sorted(p.name for p in folder.iterdir()))
         presigned.append(os.environ.get(model_source.PRESIGNED_ENV))
         if len(attempts) < 3:
@@ -221,7 +229,7 @@ def test_transient_download_errors_are_retried_into_a_clean_folder(
     monkeypatch.setattr(model_source, "download_version", flaky)
     cache = ModelCache(tmp_path)
     entry = cache.fetch(
-        NAME, "1", lambda f: download_with_retry(NAME, "1", f, attempts=4, max_wait_s=0)
+        NAME, "1", lambda f: download_with_retry(URI, NAME, "1", f, attempts=4, max_wait_s=0)
     )
     assert attempts == [[], [], []], "an attempt saw files of the one before"
     assert not (entry.path / "half.bin").exists()
@@ -234,14 +242,14 @@ def test_permanent_download_errors_fail_at_once(
 ) -> None:
     calls: list[int] = []
 
-    def missing(name: str, version: str, folder: Path) -> None:
+    def missing(tracking_uri: str, name: str, version: str, folder: Path) -> None:
         calls.append(1)
         raise MlflowException("no such version", error_code=RESOURCE_DOES_NOT_EXIST)
 
     monkeypatch.setattr(model_source, "download_version", missing)
     with pytest.raises(MlflowException, match="no such version"):
         ModelCache(tmp_path).fetch(
-            NAME, "1", lambda f: download_with_retry(NAME, "1", f, attempts=4, max_wait_s=0)
+            NAME, "1", lambda f: download_with_retry(URI, NAME, "1", f, attempts=4, max_wait_s=0)
         )
     assert calls == [1]
     assert partials(ModelCache(tmp_path)) == []
@@ -271,14 +279,30 @@ def test_progress_bar_and_download_log(
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize(("before", "inside"), [("10", "600"), ("900", "900"), (None, "600")])
+@pytest.mark.parametrize(
+    ("before", "timeout"), [({}, "600"), ({TIMEOUT: "10"}, "600"), ({TIMEOUT: "900"}, "900")]
+)
 def test_downloads_get_a_read_timeout_long_enough_for_large_models(
-    monkeypatch: pytest.MonkeyPatch, before: str | None, inside: str
+    before: dict[str, str], timeout: str
 ) -> None:
-    monkeypatch.setenv(model_source.TIMEOUT_ENV, before or "x")
-    if before is None:
-        monkeypatch.delenv(model_source.TIMEOUT_ENV)
-    monkeypatch.delenv("SERVING_DOWNLOAD_TIMEOUT_SECONDS", raising=False)
-    with model_source.download_timeout():
-        assert os.environ[model_source.TIMEOUT_ENV] == inside
-    assert os.environ.get(model_source.TIMEOUT_ENV) == before  # registry calls keep theirs
+    """Set once at start: the download's timeout, unless the operator's is longer."""
+    env = {"MLFLOW_TRACKING_URI": URI, **before}
+    assert client_env(ServingSettings.from_env(env), env)[TIMEOUT] == timeout
+
+
+def test_registry_lookups_keep_their_own_budget_whatever_the_download_timeout() -> None:
+    env = {"MLFLOW_TRACKING_URI": URI, "SERVING_DOWNLOAD_TIMEOUT_SECONDS": "1200"}
+    settings = ServingSettings.from_env(env)
+    assert client_env(settings, env)[TIMEOUT] == "1200"
+    assert settings.registry_budget == HttpBudget(max_retries=5, backoff_factor=1, timeout_s=60)
+    operator = {**env, TIMEOUT: "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+    assert ServingSettings.from_env(operator).registry_budget.timeout_s == 30
+    assert ServingSettings.from_env(operator).registry_budget.max_retries == 2
+
+
+def test_the_operators_client_settings_win_over_the_stacks_defaults() -> None:
+    env = {"MLFLOW_TRACKING_URI": URI, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+    values = client_env(ServingSettings.from_env(env), env)
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in values  # left as set
+    assert values["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
+    assert values[model_source.PROGRESS_BAR_ENV] == "false"
