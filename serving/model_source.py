@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -176,16 +177,49 @@ def configure_client(settings: ServingSettings) -> None:
     os.environ.update(client_env(settings, os.environ))
 
 
-def download_version(tracking_uri: str, name: str, version: str, folder: Path) -> None:
-    """One attempt: every file of ``models:/name/version`` into ``folder``."""
-    import mlflow
+@dataclass
+class DownloadRoute:
+    """Whether downloads may use the presigned bucket URLs the tracking server offers.
 
-    mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{name}/{version}",
-        dst_path=str(folder),
-        tracking_uri=tracking_uri,
-        registry_uri=tracking_uri,
+    MLflow (3.17+) reads S3 objects through presigned URLs when the server offers them: the
+    bucket's endpoint must then be reachable from here. After one failed attempt, every later
+    download of the process (the supervisor keeps one route) goes through the tracking server,
+    which needs no route to the bucket. ``MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD``, when the
+    operator sets it, decides instead.
+    """
+
+    through_server: bool = False
+
+
+def proxy_only(repo: object) -> None:
+    """Make a ``models:/`` repository download through the tracking server, never through
+    presigned URLs, without touching the process's environment.
+
+    MLflow decides from ``MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD`` or, when that is unset, from
+    the server's capabilities, which each repository fetches once and keeps; none known means
+    no presigned downloads (mlflow/store/artifact/mlflow_artifacts_repo.py; checked by
+    tests/unit/test_model_cache.py against the installed MLflow).
+    """
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+    inner = getattr(repo, "repo", repo)  # ModelsArtifactRepository wraps the version's own
+    if isinstance(inner, MlflowArtifactsRepository):
+        inner._server_capabilities = {}
+
+
+def download_version(
+    tracking_uri: str, name: str, version: str, folder: Path, through_server: bool = False
+) -> None:
+    """One attempt: every file of ``models:/name/version`` into ``folder`` (what
+    ``mlflow.artifacts.download_artifacts`` does, with the repository in hand)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repo = get_artifact_repository(
+        f"models:/{name}/{version}", tracking_uri=tracking_uri, registry_uri=tracking_uri
     )
+    if through_server:
+        proxy_only(repo)
+    repo.download_artifacts("", dst_path=str(folder))
 
 
 def download_with_retry(
@@ -195,9 +229,12 @@ def download_with_retry(
     folder: Path,
     attempts: int,
     max_wait_s: float,
+    route: DownloadRoute | None = None,
 ) -> None:
     """:func:`download_version`, tried again with exponential backoff on transient errors
-    (``SERVING_DOWNLOAD_ATTEMPTS``, at most ``SERVING_DOWNLOAD_MAX_WAIT_SECONDS`` apart)."""
+    (``SERVING_DOWNLOAD_ATTEMPTS``, at most ``SERVING_DOWNLOAD_MAX_WAIT_SECONDS`` apart); after
+    a failed attempt, through the tracking server (see :class:`DownloadRoute`)."""
+    route = DownloadRoute() if route is None else route
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=1, max=max_wait_s),  # 1 s, 2 s, 4 s... capped
@@ -208,17 +245,15 @@ def download_with_retry(
 
     def attempt() -> None:
         _empty(folder)  # nothing of a failed attempt may end up in the entry
-        if retrying.statistics.get("attempt_number", 1) > 1 and PRESIGNED_ENV not in os.environ:
-            # MLflow (3.17+) reads S3 objects through presigned URLs when the server offers them:
-            # the bucket's endpoint must then be reachable from here. After a failure, take the
-            # path that needs only the tracking server.
+        failed_before = retrying.statistics.get("attempt_number", 1) > 1
+        if failed_before and not route.through_server and PRESIGNED_ENV not in os.environ:
             logger.warning(
-                "downloading through the tracking server from now on (%s=false); set it "
-                "yourself if the bucket endpoint is not reachable from this host",
+                "downloading through the tracking server from now on; set %s=false yourself "
+                "if the bucket endpoint is not reachable from this host",
                 PRESIGNED_ENV,
             )
-            os.environ[PRESIGNED_ENV] = "false"
-        download_version(tracking_uri, name, version, folder)
+            route.through_server = True
+        download_version(tracking_uri, name, version, folder, route.through_server)
 
     retrying(attempt)
 
@@ -244,7 +279,9 @@ def artifact_bytes(tracking_uri: str, name: str, version: str) -> int | None:
         return None
 
 
-def fetch_production(settings: ServingSettings, cache: ModelCache) -> CacheEntry:
+def fetch_production(
+    settings: ServingSettings, cache: ModelCache, route: DownloadRoute | None = None
+) -> CacheEntry:
     try:
         wait_for_tracking_server(settings.tracking_uri, settings.server_wait_s)
         version = wait_for_version(settings)
@@ -261,10 +298,15 @@ def fetch_production(settings: ServingSettings, cache: ModelCache) -> CacheEntry
         )
         return cache.fetch(settings.model_name, cached, lambda _: None)
     logger.info("%s resolves to version %s", settings.model_uri, version)
-    return fetch_version(settings, cache, version)
+    return fetch_version(settings, cache, version, route)
 
 
-def fetch_version(settings: ServingSettings, cache: ModelCache, version: str) -> CacheEntry:
+def fetch_version(
+    settings: ServingSettings,
+    cache: ModelCache,
+    version: str,
+    route: DownloadRoute | None = None,
+) -> CacheEntry:
     """Get ``version`` into the cache (download once, verify on reuse) and tidy the cache."""
     show_progress = stderr_is_tty() if cache.progress is None else cache.progress
     expected = None
@@ -280,6 +322,7 @@ def fetch_version(settings: ServingSettings, cache: ModelCache, version: str) ->
             folder,
             settings.download_attempts,
             settings.download_max_wait_s,
+            route,
         ),
         source=f"{settings.tracking_uri} (models:/{settings.model_name}/{version})",
         expected_bytes=expected,
@@ -298,6 +341,7 @@ class RegistrySource:
         self.settings = settings
         self.cache = cache
         self.poll_budget = poll_budget
+        self.route = DownloadRoute()  # shared by every download of this process
 
     def first(self) -> tuple[CacheEntry, str]:
         """The version to start with and where it came from ("cache" or "registry").
@@ -317,14 +361,14 @@ class RegistrySource:
                     alias,
                 )
                 return self.cache.fetch(name, cached, lambda _: None), "cache"
-        return fetch_production(self.settings, self.cache), "registry"
+        return fetch_production(self.settings, self.cache, self.route), "registry"
 
     def current_version(self) -> str | None:
         """The alias's version now, within the poll's own short budget (raises if unreadable)."""
         return resolve_version(self.settings, self.poll_budget)
 
     def fetch(self, version: str) -> CacheEntry:
-        return fetch_version(self.settings, self.cache, version)
+        return fetch_version(self.settings, self.cache, version, self.route)
 
     def remember(self, version: str) -> None:
         """Note the version now served, for the next start from the cache."""
