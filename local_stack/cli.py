@@ -34,7 +34,9 @@ def cli() -> None:
 def demo() -> None:
     """Start, train, register, promote, serve, predict, stop: the whole story."""
     from local_stack.demo import run_demo
+    from stack_common.tracking import apply_client_defaults
 
+    apply_client_defaults()
     run_demo(data_dir(), default_model_name(os.environ))
 
 

@@ -17,7 +17,7 @@ from promotion.aliases import (
 from stack_common.env import default_model_name, default_tracking_uri, env_float
 from stack_common.errors import cli_errors
 from stack_common.logs import setup_logging
-from stack_common.tracking import connect
+from stack_common.tracking import apply_client_defaults, connect
 
 
 def _client():
@@ -44,6 +44,7 @@ reason_option = click.option("--reason", default="", help="Why; stored as a vers
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Promote and roll back versions of the registered model (MLFLOW_TRACKING_URI)."""
+    apply_client_defaults()
 
 
 @cli.command("promote")

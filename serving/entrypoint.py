@@ -10,9 +10,9 @@ from __future__ import annotations
 import click
 
 from serving.cache import ModelCache
-from serving.model_source import fetch_production
+from serving.model_source import configure_client, fetch_production
 from serving.settings import ServingSettings
-from serving.supervisor import Supervisor
+from serving.supervisor import build_supervisor
 from stack_common.errors import cli_errors
 from stack_common.logs import setup_logging
 
@@ -24,11 +24,12 @@ def main(fetch_only: bool) -> None:
     """Serve the model version that carries the production alias (see .env.example)."""
     setup_logging()
     settings = ServingSettings.from_env()
+    configure_client(settings)  # MLflow's client settings, once, before any MLflow call
     cache = ModelCache(settings.cache_dir, settings.cache_keep_versions, settings.cache_max_bytes)
     if fetch_only:
         click.echo(str(fetch_production(settings, cache).path))
         return
-    Supervisor(settings, cache).run()
+    build_supervisor(settings, cache).run()
 
 
 if __name__ == "__main__":

@@ -14,12 +14,12 @@ retries go through the tracking server itself, which needs no route to the bucke
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -33,9 +33,8 @@ from tenacity import (
 
 from serving.cache import CacheEntry, ModelCache, stderr_is_tty
 from serving.settings import ServingSettings
-from stack_common.env import env_float, env_int
 from stack_common.errors import StackError
-from stack_common.tracking import connect
+from stack_common.tracking import CLIENT_ENV_DEFAULTS, HttpBudget, wait_for_tracking_server
 from stack_common.wait import ServerUnreachable
 
 logger = logging.getLogger(__name__)
@@ -53,24 +52,60 @@ def promote_hint(settings: ServingSettings) -> str:
     )
 
 
-def resolve_version(client, settings: ServingSettings) -> str | None:
+# MLflow's REST endpoint behind ``MlflowClient.get_model_version_by_alias``.
+ALIAS_ENDPOINT = "/api/2.0/mlflow/registered-models/alias"
+
+# The supervisor's polls: fail fast while the registry is down (one retry, 10 s per try, about
+# 22 s at worst), so that the loop soon gets back to repairing nginx or a scoring process.
+POLL_BUDGET = HttpBudget(max_retries=1, backoff_factor=1.0, timeout_s=10.0)
+
+_ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+
+def resolve_version(settings: ServingSettings, budget: HttpBudget) -> str | None:
+    """The version the alias points to (None: no such alias or model), asked within ``budget``.
+
+    MLflow's client takes its retries and timeout from process-wide variables only, so the
+    request is made here with MLflow's own ``http_request`` and the budget passed explicitly.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
-        mv = client.get_model_version_by_alias(settings.model_name, settings.alias)
+        if settings.tracking_uri.startswith(("http://", "https://")):
+            return _alias_over_http(settings, budget)
+        from mlflow import MlflowClient  # a local store (tests): no network, no budget
+
+        client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
+        return str(client.get_model_version_by_alias(settings.model_name, settings.alias).version)
     except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+        if exc.error_code in _ABSENT:
             return None
         raise
-    return str(mv.version)
 
 
-def wait_for_version(client, settings: ServingSettings) -> str:
+def _alias_over_http(settings: ServingSettings, budget: HttpBudget) -> str:
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+    response = http_request(
+        get_default_host_creds(settings.tracking_uri),
+        ALIAS_ENDPOINT,
+        "GET",
+        max_retries=budget.max_retries,
+        backoff_factor=budget.backoff_factor,
+        timeout=budget.timeout_s,
+        params={"name": settings.model_name, "alias": settings.alias},
+    )
+    verify_rest_response(response, ALIAS_ENDPOINT)  # MLflow's errors, as its client raises them
+    return str(response.json()["model_version"]["version"])
+
+
+def wait_for_version(settings: ServingSettings) -> str:
     """Resolve the alias; wait up to SERVING_ALIAS_WAIT_SECONDS for someone to promote."""
     deadline = time.monotonic() + settings.alias_wait_s
     announced = False
     while True:
-        version = resolve_version(client, settings)
+        version = resolve_version(settings, settings.registry_budget)
         if version is not None:
             return version
         if time.monotonic() >= deadline:
@@ -116,60 +151,90 @@ def _empty(folder: Path) -> None:
 
 
 TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
-_download_lock = threading.Lock()
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
-@contextmanager
-def download_timeout() -> Iterator[None]:
-    """Raise MLflow's HTTP read timeout for the length of a download.
+def client_env(settings: ServingSettings, env: Mapping[str, str]) -> dict[str, str]:
+    """MLflow's client settings for the serving process, set once at its start.
 
-    Through the proxy, the tracking server fetches a whole file from the bucket before it sends
-    the first byte, so the client's read timeout must cover that (about 70 s for 1 GB in
-    bench/model_fetch.py against moto). The short timeouts that suit registry calls (60 s for
-    clients, 10 s for the supervisor's polls) would cut large models off: a download gets
-    ``SERVING_DOWNLOAD_TIMEOUT_SECONDS`` (default 600) unless the timeout set is already longer.
+    The stack's client defaults where the operator set nothing. MLflow's own HTTP calls here are
+    downloads (the alias look-ups pass their budgets explicitly), so its read timeout is the
+    download's. Through the proxy, the tracking server fetches a whole file from the bucket
+    before it sends the first byte, and the timeout must cover that (about 70 s for 1 GB in
+    bench/model_fetch.py against moto): ``SERVING_DOWNLOAD_TIMEOUT_SECONDS`` (default 600),
+    unless ``MLFLOW_HTTP_REQUEST_TIMEOUT`` is longer. MLflow's per-file bars only clutter logs;
+    the cache draws a byte bar on a TTY.
     """
-    wanted = env_int(os.environ, "SERVING_DOWNLOAD_TIMEOUT_SECONDS", 600, minimum=1)
-    with _download_lock:
-        before = os.environ.get(TIMEOUT_ENV)
-        try:
-            current = int(before) if before else 0
-        except ValueError:
-            current = 0
-        if current < wanted:
-            os.environ[TIMEOUT_ENV] = str(wanted)
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop(TIMEOUT_ENV, None)
-            else:
-                os.environ[TIMEOUT_ENV] = before
+    wanted = {**CLIENT_ENV_DEFAULTS, PROGRESS_BAR_ENV: "false"}
+    values = {name: value for name, value in wanted.items() if not env.get(name, "").strip()}
+    registry_timeout = math.ceil(settings.registry_budget.timeout_s)
+    values[TIMEOUT_ENV] = str(max(settings.download_timeout_s, registry_timeout))
+    return values
 
 
-def download_version(name: str, version: str, folder: Path) -> None:
-    """One attempt: every file of ``models:/name/version`` into ``folder``."""
-    import mlflow
+def configure_client(settings: ServingSettings) -> None:
+    """Apply :func:`client_env` to this process: once, at start, before any MLflow call."""
+    os.environ.update(client_env(settings, os.environ))
 
-    # MLflow's own per-file bars only clutter logs; the cache draws a byte bar on a TTY.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with download_timeout():
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=str(folder)
-        )
+
+@dataclass
+class DownloadRoute:
+    """Whether downloads may use the presigned bucket URLs the tracking server offers.
+
+    MLflow (3.17+) reads S3 objects through presigned URLs when the server offers them: the
+    bucket's endpoint must then be reachable from here. After one failed attempt, every later
+    download of the process (the supervisor keeps one route) goes through the tracking server,
+    which needs no route to the bucket. ``MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD``, when the
+    operator sets it, decides instead.
+    """
+
+    through_server: bool = False
+
+
+def proxy_only(repo: object) -> None:
+    """Make a ``models:/`` repository download through the tracking server, never through
+    presigned URLs, without touching the process's environment.
+
+    MLflow decides from ``MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD`` or, when that is unset, from
+    the server's capabilities, which each repository fetches once and keeps; none known means
+    no presigned downloads (mlflow/store/artifact/mlflow_artifacts_repo.py; checked by
+    tests/unit/test_model_cache.py against the installed MLflow).
+    """
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+    inner = getattr(repo, "repo", repo)  # ModelsArtifactRepository wraps the version's own
+    if isinstance(inner, MlflowArtifactsRepository):
+        inner._server_capabilities = {}
+
+
+def download_version(
+    tracking_uri: str, name: str, version: str, folder: Path, through_server: bool = False
+) -> None:
+    """One attempt: every file of ``models:/name/version`` into ``folder`` (what
+    ``mlflow.artifacts.download_artifacts`` does, with the repository in hand)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repo = get_artifact_repository(
+        f"models:/{name}/{version}", tracking_uri=tracking_uri, registry_uri=tracking_uri
+    )
+    if through_server:
+        proxy_only(repo)
+    repo.download_artifacts("", dst_path=str(folder))
 
 
 def download_with_retry(
+    tracking_uri: str,
     name: str,
     version: str,
     folder: Path,
-    attempts: int | None = None,
-    max_wait_s: float | None = None,
+    attempts: int,
+    max_wait_s: float,
+    route: DownloadRoute | None = None,
 ) -> None:
-    """:func:`download_version`, tried again with exponential backoff on transient errors."""
-    attempts = attempts or env_int(os.environ, "SERVING_DOWNLOAD_ATTEMPTS", 4, minimum=1)
-    if max_wait_s is None:
-        max_wait_s = env_float(os.environ, "SERVING_DOWNLOAD_MAX_WAIT_SECONDS", 30.0)
+    """:func:`download_version`, tried again with exponential backoff on transient errors
+    (``SERVING_DOWNLOAD_ATTEMPTS``, at most ``SERVING_DOWNLOAD_MAX_WAIT_SECONDS`` apart); after
+    a failed attempt, through the tracking server (see :class:`DownloadRoute`)."""
+    route = DownloadRoute() if route is None else route
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=1, max=max_wait_s),  # 1 s, 2 s, 4 s... capped
@@ -180,27 +245,27 @@ def download_with_retry(
 
     def attempt() -> None:
         _empty(folder)  # nothing of a failed attempt may end up in the entry
-        if retrying.statistics.get("attempt_number", 1) > 1 and PRESIGNED_ENV not in os.environ:
-            # MLflow (3.17+) reads S3 objects through presigned URLs when the server offers them:
-            # the bucket's endpoint must then be reachable from here. After a failure, take the
-            # path that needs only the tracking server.
+        failed_before = retrying.statistics.get("attempt_number", 1) > 1
+        if failed_before and not route.through_server and PRESIGNED_ENV not in os.environ:
             logger.warning(
-                "downloading through the tracking server from now on (%s=false); set it "
-                "yourself if the bucket endpoint is not reachable from this host",
+                "downloading through the tracking server from now on; set %s=false yourself "
+                "if the bucket endpoint is not reachable from this host",
                 PRESIGNED_ENV,
             )
-            os.environ[PRESIGNED_ENV] = "false"
-        download_version(name, version, folder)
+            route.through_server = True
+        download_version(tracking_uri, name, version, folder, route.through_server)
 
     retrying(attempt)
 
 
-def artifact_bytes(name: str, version: str) -> int | None:
+def artifact_bytes(tracking_uri: str, name: str, version: str) -> int | None:
     """Total size of the version's files as the registry lists them (for the progress bar)."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     try:
-        repo = get_artifact_repository(f"models:/{name}/{version}")
+        repo = get_artifact_repository(
+            f"models:/{name}/{version}", tracking_uri=tracking_uri, registry_uri=tracking_uri
+        )
         total, pending = 0, [None]
         while pending:
             for info in repo.list_artifacts(pending.pop()):
@@ -214,10 +279,12 @@ def artifact_bytes(name: str, version: str) -> int | None:
         return None
 
 
-def fetch_production(settings: ServingSettings, cache: ModelCache) -> CacheEntry:
+def fetch_production(
+    settings: ServingSettings, cache: ModelCache, route: DownloadRoute | None = None
+) -> CacheEntry:
     try:
-        client = connect(settings.tracking_uri, settings.server_wait_s)
-        version = wait_for_version(client, settings)
+        wait_for_tracking_server(settings.tracking_uri, settings.server_wait_s)
+        version = wait_for_version(settings)
     except ServerUnreachable:
         cached = cache.cached_alias(settings.model_name, settings.alias)
         if cached is None:
@@ -231,22 +298,78 @@ def fetch_production(settings: ServingSettings, cache: ModelCache) -> CacheEntry
         )
         return cache.fetch(settings.model_name, cached, lambda _: None)
     logger.info("%s resolves to version %s", settings.model_uri, version)
-    return fetch_version(settings, cache, version)
+    return fetch_version(settings, cache, version, route)
 
 
-def fetch_version(settings: ServingSettings, cache: ModelCache, version: str) -> CacheEntry:
+def fetch_version(
+    settings: ServingSettings,
+    cache: ModelCache,
+    version: str,
+    route: DownloadRoute | None = None,
+) -> CacheEntry:
     """Get ``version`` into the cache (download once, verify on reuse) and tidy the cache."""
     show_progress = stderr_is_tty() if cache.progress is None else cache.progress
     expected = None
     if show_progress and not cache.entry_path(settings.model_name, version).exists():
-        expected = artifact_bytes(settings.model_name, version)
+        expected = artifact_bytes(settings.tracking_uri, settings.model_name, version)
     entry = cache.fetch(
         settings.model_name,
         version,
-        lambda folder: download_with_retry(settings.model_name, version, folder),
+        lambda folder: download_with_retry(
+            settings.tracking_uri,
+            settings.model_name,
+            version,
+            folder,
+            settings.download_attempts,
+            settings.download_max_wait_s,
+            route,
+        ),
         source=f"{settings.tracking_uri} (models:/{settings.model_name}/{version})",
         expected_bytes=expected,
     )
     cache.remember_alias(settings.model_name, settings.alias, version)
     cache.evict(settings.model_name, protect=version)
     return entry
+
+
+class RegistrySource:
+    """Where the supervisor gets its versions: the registry's alias, files through the cache."""
+
+    def __init__(
+        self, settings: ServingSettings, cache: ModelCache, poll_budget: HttpBudget = POLL_BUDGET
+    ) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.poll_budget = poll_budget
+        self.route = DownloadRoute()  # shared by every download of this process
+
+    def first(self) -> tuple[CacheEntry, str]:
+        """The version to start with and where it came from ("cache" or "registry").
+
+        The alias's last known version from the cache if there is one (fast restart), else the
+        registry's. The first poll right after start-up corrects a stale cache.
+        """
+        name, alias = self.settings.model_name, self.settings.alias
+        if self.settings.start_from_cache:
+            cached = self.cache.cached_alias(name, alias)
+            if cached is not None:
+                logger.info(
+                    "starting from the cache: %s version %s was %r when last seen; "
+                    "checking the registry right after start-up",
+                    name,
+                    cached,
+                    alias,
+                )
+                return self.cache.fetch(name, cached, lambda _: None), "cache"
+        return fetch_production(self.settings, self.cache, self.route), "registry"
+
+    def current_version(self) -> str | None:
+        """The alias's version now, within the poll's own short budget (raises if unreadable)."""
+        return resolve_version(self.settings, self.poll_budget)
+
+    def fetch(self, version: str) -> CacheEntry:
+        return fetch_version(self.settings, self.cache, version, self.route)
+
+    def remember(self, version: str) -> None:
+        """Note the version now served, for the next start from the cache."""
+        self.cache.remember_alias(self.settings.model_name, self.settings.alias, version)

@@ -16,6 +16,7 @@ from stack_common.env import (
     env_int,
     env_str,
 )
+from stack_common.tracking import HttpBudget
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,12 @@ class ServingSettings:
     run_dir: Path | None
     nginx: str
     njs_module: str
+    download_attempts: int
+    download_max_wait_s: float
+    download_timeout_s: int
+    # MLflow's client knobs as the operator set them (or the stack's defaults): the budget of
+    # the registry look-ups at start; the supervisor's polls have their own, shorter one.
+    registry_budget: HttpBudget
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
@@ -67,6 +74,10 @@ class ServingSettings:
             njs_module=env_str(
                 env, "SERVING_NJS_MODULE", "/usr/lib/nginx/modules/ngx_http_js_module.so"
             ),
+            download_attempts=env_int(env, "SERVING_DOWNLOAD_ATTEMPTS", 4, minimum=1),
+            download_max_wait_s=env_float(env, "SERVING_DOWNLOAD_MAX_WAIT_SECONDS", 30.0),
+            download_timeout_s=env_int(env, "SERVING_DOWNLOAD_TIMEOUT_SECONDS", 600, minimum=1),
+            registry_budget=HttpBudget.from_env(env),
         )
 
     @property

@@ -17,32 +17,93 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable, Sized
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from serving.cache import CacheEntry, ModelCache
 from serving.front import Front, FrontConfig
-from serving.model_source import fetch_production, fetch_version, resolve_version
+from serving.model_source import RegistrySource
 from serving.pool import PoolFailed, ScoringPool, example_request
 from serving.settings import ServingSettings
 from stack_common.errors import describe_mlflow_error, one_line, refused_status
 
 logger = logging.getLogger(__name__)
 
-# Polling must fail fast while the registry is down; serving goes on with what it has.
-POLL_CLIENT_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
-
-
 # After a switch, how long the old pool keeps accepting what was already on its way to it.
 DRAIN_S = 1.0
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+# -- what the supervisor works with (serving.front.Front, serving.pool.ScoringPool,
+# -- serving.model_source.RegistrySource in production; small fakes in tests) ----------------
+
+
+class FrontEnd(Protocol):
+    """nginx: sends traffic to the fixed socket paths ("slots") a pool adopts."""
+
+    @property
+    def slots(self) -> list[Path]: ...
+
+    def start(self) -> None: ...
+
+    def alive(self) -> bool: ...
+
+    def returncode(self) -> int | None: ...
+
+    def stop(self) -> None: ...
+
+
+class Pool(Protocol):
+    """The scoring processes of one version (see serving.pool.ScoringPool)."""
+
+    version: str
+    model_path: Path
+    processes: Sized
+
+    def wait_ready(self, timeout_s: float, fallback_example: bytes | None = None) -> None: ...
+
+    def adopt(self, slots: list[Path]) -> None: ...
+
+    def release(self) -> None: ...
+
+    def dead(self) -> list[int]: ...
+
+    def stop(self, timeout_s: float = ...) -> None: ...
+
+
+PoolFactory = Callable[[CacheEntry], Pool]
+
+
+class ModelSource(Protocol):
+    """The alias and the files of its versions (see serving.model_source.RegistrySource)."""
+
+    def first(self) -> tuple[CacheEntry, str]: ...
+
+    def current_version(self) -> str | None: ...
+
+    def fetch(self, version: str) -> CacheEntry: ...
+
+    def remember(self, version: str) -> None: ...
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def now(self) -> str: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def now(self) -> str:
+        return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -52,52 +113,49 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 class Supervisor:
-    def __init__(self, settings: ServingSettings, cache: ModelCache) -> None:
+    """Keeps one version serving behind the front and follows the alias.
+
+    It builds nothing itself: the front, the pools, the model source and the clock are given
+    (:func:`build_supervisor` wires the real ones), so every decision here can be tested with
+    small fakes.
+    """
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        *,
+        front: FrontEnd,
+        start_pool: PoolFactory,
+        models: ModelSource,
+        clock: Clock,
+        run_dir: Path,
+        cleanup: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
-        self.cache = cache
-        self.own_run_dir = settings.run_dir is None
-        self.run_dir = settings.run_dir or Path(tempfile.mkdtemp(prefix="stack-serving-"))
-        self.front = Front(
-            FrontConfig(
-                host=settings.host,
-                port=settings.port,
-                workers=settings.workers,
-                max_body_mb=settings.max_body_mb,
-                request_timeout_s=settings.request_timeout_s,
-                alias=settings.alias,
-                nginx=settings.nginx,
-                njs_module=settings.njs_module,
-            ),
-            self.run_dir,
-        )
-        self.active: ScoringPool | None = None
+        self.front = front
+        self.start_pool = start_pool
+        self.models = models
+        self.clock = clock
+        self.run_dir = run_dir
+        self.cleanup = cleanup
+        self.active: Pool | None = None
         self.loaded_at = ""
         self.previous_version: str | None = None
         self.source = "registry"
         self.failed: dict[str, str] = {}  # versions never to switch to, with the reason
         self.degraded: dict[str, str] = {}  # dependency -> what is wrong
-        self.client = None
         self.stopping = False
 
     # -- life cycle ---------------------------------------------------------------------------
 
     def run(self) -> None:
+        """Serve until SIGTERM or SIGINT (the process's main thread)."""
         self._handle_signals()
+        self.serve()
+
+    def serve(self) -> None:
         try:
-            entry = self._first_entry()
-            pool = self._start_pool(entry)
-            pool.wait_ready(self.settings.load_timeout_s)
-            pool.adopt(self.front.slots)
-            self.front.start()
-            self._activate(pool)
-            logger.info(
-                "serving %s version %s on http://%s:%s (%d scoring processes)",
-                self.settings.model_name,
-                pool.version,
-                self.settings.host,
-                self.settings.port,
-                len(pool.processes),
-            )
+            self.start()
             while not self.stopping:
                 self.tick()
                 self._sleep(self.settings.poll_s)
@@ -106,63 +164,54 @@ class Supervisor:
         finally:
             self.shutdown()
 
+    def start(self) -> None:
+        """The first version: loaded and checked, then nginx starts sending it traffic."""
+        entry, self.source = self.models.first()
+        pool = self.start_pool(entry)
+        pool.wait_ready(self.settings.load_timeout_s)
+        pool.adopt(self.front.slots)
+        self.front.start()
+        self._activate(pool)
+        logger.info(
+            "serving %s version %s on http://%s:%s (%d scoring processes)",
+            self.settings.model_name,
+            pool.version,
+            self.settings.host,
+            self.settings.port,
+            len(pool.processes),
+        )
+
+    def request_stop(self) -> None:
+        """Leave the loop after the current tick (a signal handler's part)."""
+        if self.active is None:  # still starting: unwind at once
+            raise KeyboardInterrupt
+        self.stopping = True
+
     def shutdown(self) -> None:
         self.front.stop()
         if self.active is not None:
             self.active.stop()
             self.active = None
-        if self.own_run_dir:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self.cleanup is not None:
+            self.cleanup()
 
     def _handle_signals(self) -> None:
         def stop(signum: int, frame: object) -> None:
-            if self.active is None:  # still starting: unwind at once
-                raise KeyboardInterrupt
-            self.stopping = True
+            self.request_stop()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
 
     def _sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self.stopping and time.monotonic() < deadline:
-            time.sleep(min(0.2, seconds))
+        deadline = self.clock.monotonic() + seconds
+        while not self.stopping and self.clock.monotonic() < deadline:
+            self.clock.sleep(min(0.2, seconds))
 
-    # -- the first version --------------------------------------------------------------------
-
-    def _first_entry(self) -> CacheEntry:
-        """The alias's last known version from the cache if there is one (fast restart), else
-        the registry's. The first poll right after start-up corrects a stale cache."""
-        name, alias = self.settings.model_name, self.settings.alias
-        if self.settings.start_from_cache:
-            cached = self.cache.cached_alias(name, alias)
-            if cached is not None:
-                logger.info(
-                    "starting from the cache: %s version %s was %r when last seen; "
-                    "checking the registry right after start-up",
-                    name,
-                    cached,
-                    alias,
-                )
-                self.source = "cache"
-                return self.cache.fetch(name, cached, lambda _: None)
-        self.source = "registry"
-        return fetch_production(self.settings, self.cache)
-
-    def _start_pool(self, entry: CacheEntry) -> ScoringPool:
-        return ScoringPool.start(
-            entry.version,
-            entry.path,
-            self.run_dir,
-            self.settings.workers,
-            self.settings.request_timeout_s,
-        )
-
-    def _activate(self, pool: ScoringPool) -> None:
+    def _activate(self, pool: Pool) -> None:
         if self.active is not None and self.active.version != pool.version:
             self.previous_version = self.active.version
         self.active = pool
-        self.loaded_at = _now()
+        self.loaded_at = self.clock.now()
         self._write_status()
 
     # -- following the alias ------------------------------------------------------------------
@@ -177,7 +226,7 @@ class Supervisor:
             self._switch(self.active.version, restart=True)
             return
         try:
-            version = self._resolve()
+            version = self.models.current_version()
         except Exception as exc:  # registry down or answering errors: keep serving
             self._degrade("tracking_server", registry_problem(exc))
             return
@@ -193,18 +242,9 @@ class Supervisor:
         if version != self.active.version and version not in self.failed:
             self._switch(version)
 
-    def _resolve(self) -> str | None:
-        if self.client is None:
-            for name, value in POLL_CLIENT_ENV.items():
-                os.environ.setdefault(name, value)
-            from stack_common.tracking import connect
-
-            self.client = connect(self.settings.tracking_uri, wait_s=0.5)
-        return resolve_version(self.client, self.settings)
-
     def _switch(self, version: str, restart: bool = False) -> None:
         assert self.active is not None
-        started = time.monotonic()
+        started = self.clock.monotonic()
         if not restart:
             logger.info(
                 "%s@%s moved to version %s (serving %s); preparing it",
@@ -214,12 +254,12 @@ class Supervisor:
                 self.active.version,
             )
         try:
-            entry = fetch_version(self.settings, self.cache, version)
+            entry = self.models.fetch(version)
         except Exception as exc:
             self._degrade("artifact_download", f"version {version}: {one_line(str(exc), 200)}")
             return
         self._recover("artifact_download")
-        pool = self._start_pool(entry)
+        pool = self.start_pool(entry)
         try:
             pool.wait_ready(self.settings.load_timeout_s, example_request(self.active.model_path))
         except PoolFailed as exc:
@@ -238,14 +278,14 @@ class Supervisor:
         old.release()
         self.source = "registry"
         self._activate(pool)
-        time.sleep(DRAIN_S)  # connections made just before the switch are accepted and read
+        self.clock.sleep(DRAIN_S)  # connections made just before the switch are accepted and read
         old.stop(timeout_s=self.settings.request_timeout_s + 5)  # lets requests in flight end
-        self.cache.remember_alias(self.settings.model_name, self.settings.alias, version)
+        self.models.remember(version)
         logger.info(
             "now serving version %s (was %s), switched in %.1fs",
             version,
             old.version,
-            time.monotonic() - started,
+            self.clock.monotonic() - started,
         )
 
     # -- status -------------------------------------------------------------------------------
@@ -296,3 +336,40 @@ def registry_problem(exc: Exception) -> str:
     ):
         return describe_mlflow_error(exc.message)
     return f"unreachable: {one_line(str(exc), 200)}"
+
+
+def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor:
+    """The production wiring: nginx, pools of MLflow scoring processes, the registry through
+    the cache, the system clock; a run folder of its own unless SERVING_RUN_DIR names one."""
+    run_dir = settings.run_dir or Path(tempfile.mkdtemp(prefix="stack-serving-"))
+    front = Front(
+        FrontConfig(
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            max_body_mb=settings.max_body_mb,
+            request_timeout_s=settings.request_timeout_s,
+            alias=settings.alias,
+            nginx=settings.nginx,
+            njs_module=settings.njs_module,
+        ),
+        run_dir,
+    )
+
+    def start_pool(entry: CacheEntry) -> Pool:
+        return ScoringPool.start(
+            entry.version, entry.path, run_dir, settings.workers, settings.request_timeout_s
+        )
+
+    def cleanup() -> None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    return Supervisor(
+        settings,
+        front=front,
+        start_pool=start_pool,
+        models=RegistrySource(settings, cache),
+        clock=SystemClock(),
+        run_dir=run_dir,
+        cleanup=cleanup if settings.run_dir is None else None,
+    )

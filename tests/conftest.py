@@ -16,9 +16,10 @@ from local_stack.processes import (
     start_tracking_server,
     wait_until_up,
 )
+from stack_common.tracking import apply_client_defaults
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "true")
+# Library code run in-process gets the MLflow client settings the CLIs give their process.
+apply_client_defaults()
 
 STARTUP_TIMEOUT_S = 180.0
 

@@ -27,7 +27,7 @@ import click
 from stack_common.env import default_model_name, default_tracking_uri, env_float, env_str
 from stack_common.errors import ConfigError, StackError, cli_errors
 from stack_common.logs import setup_logging
-from stack_common.tracking import connect
+from stack_common.tracking import apply_client_defaults, connect
 from tracking_server.auth import MIN_PASSWORD_LENGTH
 
 logger = logging.getLogger("tracking_server.bootstrap_users")
@@ -213,6 +213,7 @@ def main() -> None:
     MLFLOW_EXPERIMENT_NAME and STACK_<ROLE>_USERNAME/_PASSWORD (see .env.example).
     """
     setup_logging()
+    apply_client_defaults()
     for line in bootstrap():
         click.echo(line)
 

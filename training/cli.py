@@ -8,6 +8,7 @@ import click
 
 from stack_common.errors import cli_errors
 from stack_common.logs import setup_logging
+from stack_common.tracking import apply_client_defaults
 from training.pipeline import run_training
 from training.settings import TrainingSettings
 
@@ -29,6 +30,7 @@ def main(
     the options override them.
     """
     setup_logging()
+    apply_client_defaults()
     overrides = {
         "TRAINING_DATA": data_path,
         "MODEL_NAME": model_name,

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from promotion.gate import compare
+from promotion.gate import GateDecision, compare
 
 
 @pytest.mark.parametrize(
-    ("challenger", "champion", "passed"),
+    ("challenger", "champion", "expected"),
     [
-        (5.0, 6.0, True),
-        (6.0, 6.0, True),  # at least as good
-        (6.1, 6.0, False),
-        (5.0, None, True),  # nothing in production yet
-        (None, 6.0, False),  # a candidate without the metric never wins by default
-        (None, None, False),
+        (5.0, 6.0, GateDecision(True, "test_rmse 5.0000 <= production's 6.0000")),
+        # At least as good is good enough.
+        (6.0, 6.0, GateDecision(True, "test_rmse 6.0000 <= production's 6.0000")),
+        (6.1, 6.0, GateDecision(False, "test_rmse 6.1000 is worse than production's 6.0000")),
+        (5.0, None, GateDecision(True, "no current production version to beat")),
+        # A candidate without the metric never wins by default, whatever is in production.
+        (None, 6.0, GateDecision(False, "the candidate has no test_rmse metric")),
+        (None, None, GateDecision(False, "the candidate has no test_rmse metric")),
     ],
 )
 def test_challenger_must_be_at_least_as_good(
-    challenger: float | None, champion: float | None, passed: bool
+    challenger: float | None, champion: float | None, expected: GateDecision
 ) -> None:
-    decision = compare(challenger, champion)
-    assert decision.passed is passed
-    assert decision.reason
+    assert compare(challenger, champion) == expected

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -20,11 +21,20 @@ from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, RESOURCE_DOES_NOT_EX
 from local_stack.processes import free_port
 from serving import model_source
 from serving.cache import MANIFEST, ModelCache
-from serving.model_source import download_with_retry, fetch_production, is_transient
+from serving.model_source import (
+    DownloadRoute,
+    client_env,
+    download_with_retry,
+    fetch_production,
+    is_transient,
+)
 from serving.settings import ServingSettings
+from stack_common.tracking import HttpBudget
 from stack_common.wait import ServerUnreachable
 
 NAME = "grades"
+URI = "http://127.0.0.1:5000"
+TIMEOUT = model_source.TIMEOUT_ENV
 
 
 def writer(content: bytes = b"weights", calls: list[str] | None = None):
@@ -205,14 +215,15 @@ def test_transient_download_errors_are_retried_into_a_clean_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     attempts: list[list[str]] = []
-    presigned: list[str | None] = []
+    through_server: list[bool] = []
     # Unset, as by default (setenv first so that monkeypatch removes it again afterwards).
     monkeypatch.setenv(model_source.PRESIGNED_ENV, "unset")
     monkeypatch.delenv(model_source.PRESIGNED_ENV)
+    environ_before = dict(os.environ)
 
-    def flaky(name: str, version: str, folder: Path) -> None:
+    def flaky(tracking_uri: str, name: str, version: str, folder: Path, proxied: bool) -> None:
         attempts.append(sorted(p.name for p in folder.iterdir()))
-        presigned.append(os.environ.get(model_source.PRESIGNED_ENV))
+        through_server.append(proxied)
         if len(attempts) < 3:
             (folder / "half.bin").write_bytes(b"half")
             raise requests.ConnectionError("connection reset by peer")
@@ -220,13 +231,52 @@ def test_transient_download_errors_are_retried_into_a_clean_folder(
 
     monkeypatch.setattr(model_source, "download_version", flaky)
     cache = ModelCache(tmp_path)
-    entry = cache.fetch(
-        NAME, "1", lambda f: download_with_retry(NAME, "1", f, attempts=4, max_wait_s=0)
-    )
+    route = DownloadRoute()
+    entry = cache.fetch(NAME, "1", lambda f: download_with_retry(URI, NAME, "1", f, 4, 0, route))
     assert attempts == [[], [], []], "an attempt saw files of the one before"
     assert not (entry.path / "half.bin").exists()
-    # The first attempt follows MLflow's choice; retries go through the tracking server.
-    assert presigned == [None, "false", "false"]
+    # The first attempt follows MLflow's choice; retries go through the tracking server, and so
+    # do the process's later downloads; the environment is left as it was.
+    assert through_server == [False, True, True]
+    cache.fetch(NAME, "2", lambda f: download_with_retry(URI, NAME, "2", f, 4, 0, route))
+    assert through_server[3:] == [True]
+    assert dict(os.environ) == environ_before
+
+
+def test_an_operator_choice_of_presigned_downloads_is_left_to_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(model_source.PRESIGNED_ENV, "true")
+    through_server: list[bool] = []
+
+    def flaky(tracking_uri: str, name: str, version: str, folder: Path, proxied: bool) -> None:
+        through_server.append(proxied)
+        if len(through_server) < 2:
+            raise requests.ConnectionError("connection reset by peer")
+        writer()(folder)
+
+    monkeypatch.setattr(model_source, "download_version", flaky)
+    ModelCache(tmp_path).fetch(NAME, "1", lambda f: download_with_retry(URI, NAME, "1", f, 4, 0))
+    assert through_server == [False, False]
+
+
+def test_proxy_only_turns_off_presigned_downloads_in_mlflows_repository(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Guards what :func:`model_source.proxy_only` relies on in the installed MLflow: with the
+    variable unset, a repository decides from the capabilities it keeps."""
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+    from mlflow.utils.server_info import SERVER_INFO_MULTIPART_DOWNLOADS_ENABLED
+
+    monkeypatch.setenv(model_source.PRESIGNED_ENV, "unset")
+    monkeypatch.delenv(model_source.PRESIGNED_ENV)
+    inner = MlflowArtifactsRepository("mlflow-artifacts:/0/m", tracking_uri=URI)
+    assert inner._server_capabilities is None  # not asked yet
+    inner._server_capabilities = {SERVER_INFO_MULTIPART_DOWNLOADS_ENABLED: True}  # offered
+    assert inner._is_multipart_download_enabled() is True
+    models_repo = SimpleNamespace(repo=inner)  # what ModelsArtifactRepository wraps
+    model_source.proxy_only(models_repo)
+    assert inner._is_multipart_download_enabled() is False
 
 
 def test_permanent_download_errors_fail_at_once(
@@ -234,14 +284,14 @@ def test_permanent_download_errors_fail_at_once(
 ) -> None:
     calls: list[int] = []
 
-    def missing(name: str, version: str, folder: Path) -> None:
+    def missing(tracking_uri: str, name: str, version: str, folder: Path, proxied: bool) -> None:
         calls.append(1)
         raise MlflowException("no such version", error_code=RESOURCE_DOES_NOT_EXIST)
 
     monkeypatch.setattr(model_source, "download_version", missing)
     with pytest.raises(MlflowException, match="no such version"):
         ModelCache(tmp_path).fetch(
-            NAME, "1", lambda f: download_with_retry(NAME, "1", f, attempts=4, max_wait_s=0)
+            NAME, "1", lambda f: download_with_retry(URI, NAME, "1", f, 4, 0)
         )
     assert calls == [1]
     assert partials(ModelCache(tmp_path)) == []
@@ -271,14 +321,30 @@ def test_progress_bar_and_download_log(
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize(("before", "inside"), [("10", "600"), ("900", "900"), (None, "600")])
+@pytest.mark.parametrize(
+    ("before", "timeout"), [({}, "600"), ({TIMEOUT: "10"}, "600"), ({TIMEOUT: "900"}, "900")]
+)
 def test_downloads_get_a_read_timeout_long_enough_for_large_models(
-    monkeypatch: pytest.MonkeyPatch, before: str | None, inside: str
+    before: dict[str, str], timeout: str
 ) -> None:
-    monkeypatch.setenv(model_source.TIMEOUT_ENV, before or "x")
-    if before is None:
-        monkeypatch.delenv(model_source.TIMEOUT_ENV)
-    monkeypatch.delenv("SERVING_DOWNLOAD_TIMEOUT_SECONDS", raising=False)
-    with model_source.download_timeout():
-        assert os.environ[model_source.TIMEOUT_ENV] == inside
-    assert os.environ.get(model_source.TIMEOUT_ENV) == before  # registry calls keep theirs
+    """Set once at start: the download's timeout, unless the operator's is longer."""
+    env = {"MLFLOW_TRACKING_URI": URI, **before}
+    assert client_env(ServingSettings.from_env(env), env)[TIMEOUT] == timeout
+
+
+def test_registry_lookups_keep_their_own_budget_whatever_the_download_timeout() -> None:
+    env = {"MLFLOW_TRACKING_URI": URI, "SERVING_DOWNLOAD_TIMEOUT_SECONDS": "1200"}
+    settings = ServingSettings.from_env(env)
+    assert client_env(settings, env)[TIMEOUT] == "1200"
+    assert settings.registry_budget == HttpBudget(max_retries=5, backoff_factor=1, timeout_s=60)
+    operator = {**env, TIMEOUT: "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+    assert ServingSettings.from_env(operator).registry_budget.timeout_s == 30
+    assert ServingSettings.from_env(operator).registry_budget.max_retries == 2
+
+
+def test_the_operators_client_settings_win_over_the_stacks_defaults() -> None:
+    env = {"MLFLOW_TRACKING_URI": URI, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+    values = client_env(ServingSettings.from_env(env), env)
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in values  # left as set
+    assert values["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
+    assert values[model_source.PROGRESS_BAR_ENV] == "false"

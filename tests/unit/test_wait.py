@@ -13,10 +13,24 @@ from stack_common.wait import ServerUnreachable, wait_for_http
 
 
 class Healthy(BaseHTTPRequestHandler):
+    probes = 0  # answered requests, for the test to see it was asked
+
     def do_GET(self) -> None:
+        type(self).probes += 1
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"OK")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Starting(BaseHTTPRequestHandler):
+    """A server that is up but not ready: 503 to every probe."""
+
+    def do_GET(self) -> None:
+        self.send_response(503)
+        self.end_headers()
 
     def log_message(self, *args: object) -> None:
         pass
@@ -44,9 +58,25 @@ def test_server_that_comes_up_late_is_waited_for() -> None:
         server.server_activate()
         server.serve_forever()
 
+    Healthy.probes = 0
     thread = threading.Thread(target=bind_later, daemon=True)
+    started = time.monotonic()
     thread.start()
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", 15, what="test server", hint="none")
+        waited = time.monotonic() - started
+    finally:
+        server.shutdown()
+    assert Healthy.probes == 1  # returned on the first answer, not before and not later
+    assert 1.0 <= waited < 8  # waited for the server, then about one backoff step (2 s)
+
+
+def test_a_server_that_answers_but_not_200_is_not_up() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Starting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/health"
+    try:
+        with pytest.raises(ServerUnreachable, match=r"did not answer within 1s \(HTTP 503\)"):
+            wait_for_http(url, 1, what="test server", hint="none")
     finally:
         server.shutdown()

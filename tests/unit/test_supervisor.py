@@ -1,0 +1,345 @@
+"""The serving supervisor's decisions, with small fakes instead of nginx, MLflow and processes.
+
+The fakes record what the supervisor did to them in one shared ``events`` list, so the tests
+can check the order that matters (a new pool takes the slots before the old one stops).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from mlflow.exceptions import MlflowException
+
+from serving.cache import CacheEntry
+from serving.pool import PoolFailed
+from serving.settings import ServingSettings
+from serving.supervisor import DRAIN_S, Supervisor
+
+MODEL = "grades"
+REQUEST_TIMEOUT_S = 7
+
+
+class FakeFront:
+    def __init__(self, run_dir: Path, events: list[str]) -> None:
+        self.slots = [run_dir / "slot-0.sock", run_dir / "slot-1.sock"]
+        self.events = events
+        self.running = False
+        self.starts = 0
+
+    def start(self) -> None:
+        self.running = True
+        self.starts += 1
+        self.events.append("front start")
+
+    def alive(self) -> bool:
+        return self.running
+
+    def returncode(self) -> int | None:
+        return None if self.running else -9
+
+    def stop(self) -> None:
+        self.running = False
+        self.events.append("front stop")
+
+
+@dataclass
+class FakePool:
+    version: str
+    model_path: Path
+    events: list[str]
+    failure: str | None = None
+    processes: list[int] = field(default_factory=lambda: [1, 2])
+    died: list[int] = field(default_factory=list)
+    slots: list[Path] = field(default_factory=list)
+    checked_with: bytes | None = None
+    stopped_with: float | None = None
+
+    def wait_ready(self, timeout_s: float, fallback_example: bytes | None = None) -> None:
+        self.checked_with = fallback_example
+        if self.failure is not None:
+            raise PoolFailed(f"version {self.version}: {self.failure}")
+
+    def adopt(self, slots: list[Path]) -> None:
+        self.slots = list(slots)
+        self.events.append(f"v{self.version} adopt")
+
+    def release(self) -> None:
+        self.slots = []
+
+    def dead(self) -> list[int]:
+        return self.died
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self.stopped_with = timeout_s
+        self.events.append(f"v{self.version} stop")
+
+
+class FakeModels:
+    """The registry's alias and the cache: ``alias`` is what the registry says now; set
+    ``outage`` to an exception to make the registry unreadable."""
+
+    def __init__(self, tmp_path: Path, first: str = "1", source: str = "registry") -> None:
+        self.tmp_path = tmp_path
+        self.first_version, self.first_source = first, source
+        self.alias: str | None = first
+        self.outage: Exception | None = None
+        self.download_error: Exception | None = None
+        self.remembered: list[str] = []
+
+    def entry(self, version: str) -> CacheEntry:
+        path = self.tmp_path / "cache" / version
+        path.mkdir(parents=True, exist_ok=True)
+        return CacheEntry(path=path, version=version, size_bytes=1, hit=True, seconds=0.0)
+
+    def first(self) -> tuple[CacheEntry, str]:
+        return self.entry(self.first_version), self.first_source
+
+    def current_version(self) -> str | None:
+        if self.outage is not None:
+            raise self.outage
+        return self.alias
+
+    def fetch(self, version: str) -> CacheEntry:
+        if self.download_error is not None:
+            raise self.download_error
+        return self.entry(version)
+
+    def remember(self, version: str) -> None:
+        self.remembered.append(version)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.slept: list[float] = []
+        self.on_sleep = lambda: None
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+        self.on_sleep()
+
+    def now(self) -> str:
+        return (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=self.t)).isoformat()
+
+
+class Harness:
+    """A supervisor wired to fakes, and what it did to them."""
+
+    def __init__(self, tmp_path: Path, models: FakeModels | None = None) -> None:
+        self.events: list[str] = []
+        self.run_dir = tmp_path / "run"
+        self.run_dir.mkdir()
+        self.front = FakeFront(self.run_dir, self.events)
+        self.models = models or FakeModels(tmp_path)
+        self.clock = FakeClock()
+        self.pools: list[FakePool] = []
+        self.failing: dict[str, str] = {}  # version -> why its pool fails its checks
+        self.cleaned = False
+        settings = ServingSettings.from_env(
+            {
+                "MLFLOW_TRACKING_URI": "http://127.0.0.1:1",
+                "MODEL_NAME": MODEL,
+                "SERVING_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT_S),
+                "SERVING_POLL_SECONDS": "3",
+            }
+        )
+        self.supervisor = Supervisor(
+            settings,
+            front=self.front,
+            start_pool=self.start_pool,
+            models=self.models,
+            clock=self.clock,
+            run_dir=self.run_dir,
+            cleanup=self.cleanup,
+        )
+
+    def start_pool(self, entry: CacheEntry) -> FakePool:
+        pool = FakePool(entry.version, entry.path, self.events, self.failing.get(entry.version))
+        self.pools.append(pool)
+        self.events.append(f"v{entry.version} start")
+        return pool
+
+    def cleanup(self) -> None:
+        self.cleaned = True
+
+    def status(self, name: str) -> dict:
+        return json.loads((self.run_dir / f"{name}.json").read_text())
+
+    def served_version(self) -> str:
+        assert self.supervisor.active is not None
+        return self.supervisor.active.version
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+def test_first_start_loads_checks_then_opens_the_front(h: Harness) -> None:
+    h.supervisor.start()
+    assert h.events == ["v1 start", "v1 adopt", "front start"]  # no traffic before it is ready
+    assert h.pools[0].slots == h.front.slots
+    served = h.status("served")
+    assert served["version"] == "1" and served["source"] == "registry"
+    assert served["model_uri"] == f"models:/{MODEL}/1" and served["scoring_processes"] == 2
+    assert served["loaded_at"] == h.clock.now() and served["previous_version"] is None
+    health = h.status("health")
+    assert health["status"] == "ok" and health["model_version"] == "1"
+    assert health["degraded"] == {} and health["rejected_versions"] == {}
+
+
+def test_first_start_from_the_cache_says_so(tmp_path: Path) -> None:
+    h = Harness(tmp_path, FakeModels(tmp_path, first="4", source="cache"))
+    h.supervisor.start()
+    assert h.status("served")["source"] == "cache" and h.served_version() == "4"
+    h.supervisor.tick()  # the registry agrees: nothing to do
+    assert len(h.pools) == 1
+
+
+def test_a_moved_alias_switches_to_the_new_version(h: Harness) -> None:
+    (h.models.entry("1").path / "serving_input_example.json").write_bytes(b'{"inputs": [1]}')
+    h.supervisor.start()
+    h.events.clear()
+    h.models.alias = "2"
+    h.supervisor.tick()
+    old, new = h.pools
+    # The new pool takes the slots before the old one stops, and the old one is given time to
+    # finish what it is answering.
+    assert h.events == ["v2 start", "v2 adopt", "v1 stop"]
+    assert new.slots == h.front.slots and old.slots == []
+    assert old.stopped_with == REQUEST_TIMEOUT_S + 5
+    assert DRAIN_S in h.clock.slept
+    # A version without its own input example is checked on the served version's.
+    assert new.checked_with == b'{"inputs": [1]}'
+    served = h.status("served")
+    assert served["version"] == "2" and served["previous_version"] == "1"
+    assert h.models.remembered == ["2"]
+    h.supervisor.tick()
+    assert len(h.pools) == 2, "switched again to the version it serves"
+
+
+def test_a_version_that_fails_its_checks_is_never_switched_to(h: Harness) -> None:
+    h.supervisor.start()
+    h.failing["2"] = "test prediction answered 500"
+    h.models.alias = "2"
+    h.supervisor.tick()
+    assert h.served_version() == "1"
+    assert h.pools[1].stopped_with is not None and h.pools[0].stopped_with is None
+    assert h.pools[0].slots == h.front.slots
+    health = h.status("health")
+    assert health["status"] == "degraded" and health["model_version"] == "1"
+    assert health["rejected_versions"] == {"2": "version 2: test prediction answered 500"}
+    assert h.status("served")["version"] == "1" and h.models.remembered == []
+    h.supervisor.tick()
+    assert len(h.pools) == 2, "tried the rejected version again"
+    h.models.alias = "3"  # the next promotion is tried
+    h.supervisor.tick()
+    assert h.served_version() == "3"
+
+
+def test_registry_outage_degrades_health_and_recovery_clears_it(h: Harness) -> None:
+    h.supervisor.start()
+    h.models.outage = MlflowException(
+        "API request to http://127.0.0.1:1/api/2.0/mlflow/registered-models/alias failed "
+        "with exception Max retries exceeded (Connection refused)"
+    )
+    h.supervisor.tick()
+    health = h.status("health")
+    assert health["status"] == "degraded" and health["model_version"] == "1"
+    assert health["degraded"]["tracking_server"].startswith("unreachable: ")
+    assert "Connection refused" in health["degraded"]["tracking_server"]
+    assert h.served_version() == "1" and len(h.pools) == 1  # keeps serving what it has
+    h.models.outage = None
+    h.supervisor.tick()
+    health = h.status("health")
+    assert health["status"] == "ok" and health["degraded"] == {}
+
+
+def test_a_removed_alias_degrades_and_keeps_the_served_version(h: Harness) -> None:
+    h.supervisor.start()
+    h.models.alias = None
+    h.supervisor.tick()
+    assert h.status("health")["degraded"] == {
+        "alias": "no version has alias 'production'; keeping version 1"
+    }
+    assert h.served_version() == "1"
+    h.models.alias = "1"
+    h.supervisor.tick()
+    assert h.status("health")["status"] == "ok"
+
+
+def test_a_failed_download_degrades_until_the_next_one_works(h: Harness) -> None:
+    h.supervisor.start()
+    h.models.alias = "2"
+    h.models.download_error = MlflowException("bucket unreachable")
+    h.supervisor.tick()
+    assert h.status("health")["degraded"] == {"artifact_download": "version 2: bucket unreachable"}
+    assert h.served_version() == "1" and len(h.pools) == 1
+    h.models.download_error = None
+    h.supervisor.tick()
+    assert h.served_version() == "2" and h.status("health")["status"] == "ok"
+
+
+def test_dead_nginx_is_started_again(h: Harness) -> None:
+    h.supervisor.start()
+    h.front.running = False  # nginx exited
+    h.supervisor.tick()
+    assert h.front.starts == 2 and h.front.alive()
+    assert len(h.pools) == 1 and h.served_version() == "1"
+
+
+def test_a_dead_scoring_process_is_replaced_by_a_fresh_pool(h: Harness) -> None:
+    h.supervisor.start()
+    h.pools[0].died = [1]
+    h.events.clear()
+    h.supervisor.tick()
+    assert h.events == ["v1 start", "v1 adopt", "v1 stop"]
+    assert h.pools[1].slots == h.front.slots and not h.pools[1].dead()
+    served = h.status("served")
+    assert served["version"] == "1" and served["previous_version"] is None  # same version
+
+
+def test_dead_nginx_is_repaired_even_while_the_registry_is_down(h: Harness) -> None:
+    h.supervisor.start()
+    h.models.outage = MlflowException("unreachable")
+    h.front.running = False
+    h.pools[0].died = [0]
+    h.supervisor.tick()
+    assert h.front.starts == 2 and h.served_version() == "1" and len(h.pools) == 2
+
+
+def test_serve_polls_every_interval_until_asked_to_stop_then_shuts_down(h: Harness) -> None:
+    polls: list[float] = []
+    current = h.models.current_version
+
+    def counted() -> str | None:
+        polls.append(h.clock.monotonic())
+        if len(polls) == 3:
+            h.supervisor.request_stop()  # what SIGTERM does
+        return current()
+
+    h.models.current_version = counted  # type: ignore[method-assign]
+    h.supervisor.serve()
+    assert polls == pytest.approx([0.0, 3.0, 6.0])
+    assert h.events[-2:] == ["front stop", "v1 stop"] and h.supervisor.active is None
+    assert h.cleaned
+
+
+def test_a_stop_while_starting_unwinds_at_once_and_cleans_up(h: Harness) -> None:
+    first = h.models.first
+
+    def interrupted() -> tuple[CacheEntry, str]:
+        h.supervisor.request_stop()  # SIGTERM during a long first download
+        return first()
+
+    h.models.first = interrupted  # type: ignore[method-assign]
+    h.supervisor.serve()
+    assert h.pools == [] and h.events == ["front stop"] and h.cleaned
