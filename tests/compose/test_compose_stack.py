@@ -5,6 +5,15 @@ train with ``run --rm trainer``, promote with ``run --rm promoter promote``, pre
 host, find the artifacts in the bucket, restart (``down`` keeping the volumes, ``up``) and find
 runs, versions and aliases again; ``down -v`` at the end even on failure.
 
+Then the disaster-recovery runbook of docs/backup.md on the same stack (one lifecycle, the
+expensive part, for both stories): ``run --rm backup create`` (last line: the ID) into a host
+folder bind-mounted as the runbook does; ``down -v`` deletes the database and bucket volumes and
+serving's cache; ``up -d --wait`` starts an empty stack; ``stop tracking-server serving``,
+``run --rm backup restore --yes ID``, ``up -d --wait``: every run, param, tag, version, alias,
+user, permission and artifact byte is back, and serving answers from the restored
+``production`` version. One changed byte in the backup on the host: ``verify`` and ``restore``
+fail with one line naming the file.
+
 Locked down (docs/security.md): the tracking server answers 401 to anyone without the right
 password (curl from the host), the trainer, the promoter and serving each log in as their own
 user, serving's user may not move an alias or write a run (403), the users and their grants
@@ -31,6 +40,7 @@ import requests
 from compose_stack import BASE, OFFLINE, TEST_SECRETS, ComposeProject, write_env_file
 
 from local_stack.processes import free_port
+from tests.backup_drill import full_snapshot
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
@@ -58,6 +68,7 @@ modes = [oct(os.stat(p).st_mode & 0o777) for p in glob.glob("/tmp/mlflow-basic-a
 print(json.dumps({"root": root, "uid": os.getuid(), "ini_modes": modes}))
 """
 PROMOTION_WAIT_S = 120.0
+BACKUP_UID = 10001  # the backup image's user, when the tests run as root
 
 
 def invoke(port: int, hours: float) -> requests.Response:
@@ -172,9 +183,65 @@ def check_locked_down(stack: ComposeProject, ui: str, model: str) -> None:
     assert json.loads(stack.python_in("tracking-server", LOCKED_DOWN))["ini_modes"] == ["0o600"]
 
 
-@pytest.mark.timeout(1800)
-def test_compose_stack_trains_promotes_serves_and_survives_a_restart(
-    stack: ComposeProject, monkeypatch: pytest.MonkeyPatch
+def backup_folder(stack: ComposeProject, tmp_path: Path) -> Path:
+    """The host folder of the backups, writable by the container's user (BACKUP_UID)."""
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    values = {"BACKUP_HOST_DIR": str(folder)}
+    if os.getuid() == 0:  # as a root user would: hand the folder to the image's user
+        os.chown(folder, BACKUP_UID, BACKUP_UID)
+    else:  # as the README says: run the container as the folder's owner
+        values |= {"BACKUP_UID": str(os.getuid()), "BACKUP_GID": str(os.getgid())}
+    with stack.env_file.open("a") as env:
+        env.writelines(f"{key}={value}\n" for key, value in values.items())
+    return folder
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("Error:")]
+
+
+def check_restore_after_down_v(
+    stack: ComposeProject, folder: Path, backup_id: str, before: dict, tmp_path: Path
+) -> None:
+    """The runbook after the disaster, then one changed byte in the backup."""
+    settings = settings_of(stack)
+    ui = f"http://127.0.0.1:{settings['MLFLOW_UI_PORT']}"
+    model = settings["MODEL_NAME"]
+    stack.down(volumes=True)
+    stack.up(step="up --wait (empty)")
+    stack.run("stop", "tracking-server", "serving", step="stop")
+    started = time.monotonic()
+    restored = stack.run(
+        "run", "--rm", "-T", "backup", "restore", "--yes", backup_id, step="backup restore"
+    )
+    assert f"restored {backup_id}" in restored.stdout, restored.stdout + restored.stderr
+    stack.timings["restore"] = time.monotonic() - started
+    stack.up(step="up --wait (restored)")
+
+    assert full_snapshot(ui, model, model, tmp_path / "after") == before
+    # serving's cache went with `down -v`: this answer comes from the restored bucket.
+    wait_for_version(int(settings["SERVING_API_PORT"]), "2", PROMOTION_WAIT_S)
+
+    # One changed byte on the host: verify and restore name the file and change nothing.
+    victim = max(
+        (p for p in (folder / backup_id / "artifacts").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    key = victim.relative_to(folder / backup_id).as_posix()
+    for args in (("verify", backup_id), ("restore", "--yes", backup_id)):
+        failed = stack.run("run", "--rm", "-T", "backup", *args, check=False)
+        assert failed.returncode == 1, args
+        [line] = error_lines(failed.stderr)
+        assert key in line and "corrupted" in line, line
+
+
+@pytest.mark.timeout(2700)
+def test_compose_stack_trains_promotes_serves_survives_a_restart_and_restores_a_backup(
+    stack: ComposeProject, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from mlflow import MlflowClient
 
@@ -186,6 +253,9 @@ def test_compose_stack_trains_promotes_serves_and_survives_a_restart(
     # This test's own MLflow client reads the registry as the admin.
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", TEST_SECRETS["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    # The host cannot reach the bucket's endpoint (minio:9000): every byte via the proxy.
+    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+    folder = backup_folder(stack, tmp_path)
     with stack.lifecycle():
         # Up: the tracking server answers on the loopback UI port; serving waits, and says so.
         assert requests.get(f"{ui}/health", timeout=10).text == "OK"
@@ -226,6 +296,16 @@ def test_compose_stack_trains_promotes_serves_and_survives_a_restart(
         assert set(run_ids) == {"1", "2"}
         assert client.get_model_version(model, "2").tags["promoted_by"] == "promoter"
 
+        # A backup of the running stack (docs/backup.md); no secret is in it.
+        before = full_snapshot(ui, model, model, tmp_path / "before")
+        assert before["aliases"]["production"] == "2"
+        made = stack.run("run", "--rm", "-T", "backup", "create", step="backup create")
+        backup_id = made.stdout.strip().splitlines()[-1]
+        assert (folder / backup_id / "manifest.json").is_file(), made.stdout + made.stderr
+        stored = b"".join(p.read_bytes() for p in (folder / backup_id).rglob("*") if p.is_file())
+        for name, secret in TEST_SECRETS.items():
+            assert name == "STACK_IMAGE_TAG" or secret.encode() not in stored, name
+
         # Restart keeping the volumes: runs, versions, aliases, users and grants live in
         # PostgreSQL; create-users runs again and finds nothing to change.
         stack.down(volumes=False)
@@ -245,5 +325,8 @@ def test_compose_stack_trains_promotes_serves_and_survives_a_restart(
             assert not any(k.endswith("/MLmodel") for k in bucket_keys(stack))
         else:
             assert set(keys) <= set(bucket_keys(stack))  # MinIO keeps them in its volume
+
+        # Disaster: the volumes go (`down -v`); the backup brings everything back.
+        check_restore_after_down_v(stack, folder, backup_id, before, tmp_path)
 
     print("compose story timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in stack.timings.items()))

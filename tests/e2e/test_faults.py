@@ -59,7 +59,13 @@ def test_training_rides_out_a_tracking_server_crash(
     tracking = services.tracking(data_dir=data_dir)
     port = tracking.port
     client = MlflowClient(tracking.url)
-    env = cli_env(tracking.url, unique_name, STACK_DATA_DIR=str(tmp_path / "trainer"))
+    # A retry window (1+2+...+64 s) long enough for a restart on a machine under test load.
+    env = cli_env(
+        tracking.url,
+        unique_name,
+        STACK_DATA_DIR=str(tmp_path / "trainer"),
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="7",
+    )
 
     training = start_training(env)
     kill_when_a_run_starts(client, unique_name, tracking)

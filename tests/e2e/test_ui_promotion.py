@@ -68,7 +68,7 @@ def test_setting_the_alias_in_the_ui_deploys_that_version(
 
     client = MlflowClient(tracking.url)
     assert client.get_model_version_by_alias(unique_name, "production").version == "2"
-    assert wait_for_version(serving.url, "2") < 30
+    wait_for_version(serving.url, "2")  # how fast: bench/serving.py, not a timed test
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
