@@ -8,11 +8,12 @@ CHECKOV_VENV  := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 SYSTEM_PACKAGES_FLAGS ?=
 
-.PHONY: help install demo up down backup restore test test-fast lint format lock lock-checkov docker-images bench clean
+.PHONY: help install demo env up down backup restore test test-fast lint format lock lock-checkov docker-images bench clean
 
 help:
 	@echo "make demo    the whole story on this machine: track, train, register, promote, serve, predict"
 	@echo "make test    install everything and run the whole test suite"
+	@echo "make env     a .env for Docker Compose from .env.example, every secret random (never overwrites)"
 	@echo "make up      keep the local stack running (UI http://127.0.0.1:5000, serving :8080)"
 	@echo "make down    stop it (data stays in STACK_DATA_DIR, default .stack/)"
 	@echo "make backup  back up the local stack into BACKUP_DIR (default backups/); prints the ID"
@@ -56,6 +57,9 @@ test: $(STAMP) $(CHECKOV_STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not e2e and not docker"
+
+env:
+	$(PYTHON) scripts/make_env.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -389,6 +389,28 @@ def test_env_example_leaves_the_secrets_empty(tmp_path: Path) -> None:
     assert "set it in .env" in result.stderr
 
 
+@needs_compose
+def test_make_env_gives_a_dotenv_compose_accepts(tmp_path: Path) -> None:
+    """The README's first Compose step: `make env`, then `docker compose up` needs no edit."""
+    made = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_env.py"),
+            "--example",
+            ".env.example",
+            "--output",
+            str(tmp_path / ".env"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    result = ComposeProject("stackconfig", tmp_path / ".env").run("config", "--quiet", check=False)
+    assert result.returncode == 0, result.stderr
+
+
 # --- Dockerfiles -------------------------------------------------------------------------------
 
 
