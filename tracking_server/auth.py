@@ -126,8 +126,8 @@ def ensure_database(uri: str, backend_store_uri: str) -> None:
         if url.database:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         return
-    if url.get_backend_name() != "postgresql":
-        return  # MySQL, MSSQL: create it yourself (docs/security.md)
+    if url.get_backend_name() != "postgresql" or not url.database:
+        return  # MySQL, MSSQL: create it yourself (docs/security.md); no name: MLflow says so
     backend = sqlalchemy.engine.make_url(backend_store_uri)
     same_server = (backend.get_backend_name(), backend.host, backend.port, backend.username) == (
         "postgresql",

@@ -60,6 +60,7 @@ def run_training(settings: TrainingSettings) -> TrainingResult:
     client = connect(settings.tracking_uri, settings.server_wait_s)
 
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
     journal = RunJournal(settings.journal_path, settings.tracking_uri)
@@ -83,7 +84,7 @@ def run_training(settings: TrainingSettings) -> TrainingResult:
         )
         with warnings.catch_warnings():  # a file path matches two equivalent source types
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(
+            dataset = from_pandas(
                 frame,
                 source=str(settings.data_path.resolve()),
                 targets=TARGET,
