@@ -63,12 +63,12 @@ import mlflow  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from local_stack.buckets import create_bucket, list_objects, s3_client, start_moto_s3  # noqa: E402
 from local_stack.processes import free_port, start_tracking_server, wait_until_up  # noqa: E402
 from serving.cache import ModelCache  # noqa: E402
 from serving.model_source import fetch_production  # noqa: E402
 from serving.settings import ServingSettings  # noqa: E402
 from stack_common.tracking import apply_client_defaults  # noqa: E402
+from tests.buckets import create_bucket, list_objects, s3_client, start_moto_s3  # noqa: E402
 
 logger = logging.getLogger("bench.model_fetch")
 

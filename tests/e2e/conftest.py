@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from local_stack.buckets import (
+from local_stack.processes import free_port
+from tests.buckets import (
     BucketService,
     create_bucket,
     list_objects,
@@ -21,7 +22,6 @@ from local_stack.buckets import (
     start_gcs_emulator,
     start_moto_s3,
 )
-from local_stack.processes import free_port
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from backup.storage import Store
-from local_stack.buckets import create_bucket, list_objects
 from tests.backup_drill import full_snapshot
+from tests.buckets import create_bucket, list_objects
 from tests.conftest import ServiceFactory
 from tests.e2e.conftest import ArtifactStore
 from tests.helpers import train_and_promote

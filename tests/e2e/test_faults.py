@@ -141,8 +141,8 @@ class TcpProxy:
 def test_bucket_outage_while_serving_degrades_health_not_answers(
     services: ServiceFactory, unique_name: str, tmp_path: Path, moto_s3
 ) -> None:
-    from local_stack.buckets import create_bucket
     from local_stack.processes import free_port
+    from tests.buckets import create_bucket
 
     bucket = f"outage-{unique_name}"
     create_bucket(moto_s3, bucket)

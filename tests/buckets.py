@@ -1,4 +1,5 @@
-"""Local stand-ins for cloud buckets: a moto S3 server and a GCS emulator, as real processes.
+"""Stand-ins for cloud buckets in the tests and benchmarks: a moto S3 server and a GCS emulator,
+as real processes (test harness: the shipped packages never import it).
 
 The end-to-end tests and the benchmark point the tracking server at these exactly as at AWS S3,
 MinIO or Google Cloud Storage: only ``MLFLOW_S3_ENDPOINT_URL`` / ``STORAGE_EMULATOR_HOST`` differ.
