@@ -61,9 +61,17 @@ def parse(output: str) -> WrkResult:
     )
 
 
-def start(url: str, concurrency: int, seconds: float) -> subprocess.Popen:
+def start(
+    url: str,
+    concurrency: int,
+    seconds: float,
+    script_text: str = SCRIPT,
+    path: str = "/invocations",
+) -> subprocess.Popen:
+    """wrk against ``url + path`` with a Lua ``script_text`` (default: serving's single-row
+    prediction)."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(SCRIPT)
+    script.write_text(script_text)
     threads = 1 if concurrency < 8 else 2
     return subprocess.Popen(
         [
@@ -77,7 +85,7 @@ def start(url: str, concurrency: int, seconds: float) -> subprocess.Popen:
             "--latency",
             "-s",
             str(script),
-            f"{url.rstrip('/')}/invocations",
+            f"{url.rstrip('/')}{path}",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -85,7 +93,13 @@ def start(url: str, concurrency: int, seconds: float) -> subprocess.Popen:
     )
 
 
-def run(url: str, concurrency: int, seconds: float) -> WrkResult:
-    process = start(url, concurrency, seconds)
+def run(
+    url: str,
+    concurrency: int,
+    seconds: float,
+    script_text: str = SCRIPT,
+    path: str = "/invocations",
+) -> WrkResult:
+    process = start(url, concurrency, seconds, script_text, path)
     output, _ = process.communicate(timeout=seconds + 60)
     return parse(output)
