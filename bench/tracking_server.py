@@ -71,22 +71,19 @@ SERVER_SECRETS = {
 }
 # What `pip install mlflow` runs: uvicorn without its [standard] extra picks these.
 PLAIN_UVICORN_OPTS = "--loop asyncio --http h11"
-# Worker layouts of the launcher compared with --layouts (stack-auth each): env overrides.
+# Worker layouts of the launcher compared with --layouts (stack-auth each): env overrides. The
+# default layout (uvicorn, 2 workers, uvloop + httptools) is stack-auth itself.
 LAYOUTS: dict[str, tuple[str, dict[str, str]]] = {
     "uvicorn-asyncio-2": (
         "uvicorn, 2 workers, asyncio + h11 (the launcher before issue 10)",
         {"MLFLOW_WORKERS": "2", "MLFLOW_UVICORN_OPTS": PLAIN_UVICORN_OPTS},
-    ),
-    "uvicorn-uvloop-2": (
-        "uvicorn, 2 workers, --loop uvloop --http httptools",
-        {"MLFLOW_WORKERS": "2", "MLFLOW_UVICORN_OPTS": "--loop uvloop --http httptools"},
     ),
     "uvicorn-uvloop-4": (
         "uvicorn, 4 workers, --loop uvloop --http httptools",
         {"MLFLOW_WORKERS": "4", "MLFLOW_UVICORN_OPTS": "--loop uvloop --http httptools"},
     ),
     "uvicorn-asyncio-1": (
-        "uvicorn, 1 worker, asyncio + h11 (no multi-worker socket: TCP_NODELAY set)",
+        "uvicorn, 1 worker, asyncio + h11 (asyncio binds the socket itself: TCP_NODELAY on)",
         {"MLFLOW_WORKERS": "1", "MLFLOW_UVICORN_OPTS": PLAIN_UVICORN_OPTS},
     ),
     "gunicorn-gthread-2": (
@@ -94,6 +91,7 @@ LAYOUTS: dict[str, tuple[str, dict[str, str]]] = {
         {"MLFLOW_WORKERS": "2", "MLFLOW_GUNICORN_OPTS": "-k gthread --threads 8"},
     ),
 }
+WRK_TIMEOUT_S = 30.0
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 logger = logging.getLogger("bench.tracking_server")
@@ -253,7 +251,8 @@ def seed(target: Target) -> None:
 
 def measure(target: Target, endpoint: str, concurrency: int, seconds: float) -> dict:
     text, path = SCRIPTS[endpoint](target)
-    result = wrk.run(target.url, concurrency, seconds, text, path)
+    # wrk's default 2 s timeout would count slow answers as failures; MLflow's clients wait.
+    result = wrk.run(target.url, concurrency, seconds, text, path, timeout_s=WRK_TIMEOUT_S)
     return {
         "rps": result.rps,
         "p50_ms": result.p50_ms,
@@ -406,6 +405,24 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def markdown(results: dict) -> str:
+    """The README's table: req/s (p50 / p99 ms) per endpoint and concurrency, a column a server."""
+    servers = list(results["servers"])
+    lines = [
+        "| req/s (p50 / p99 ms) | " + " | ".join(servers) + " |",
+        "|---" * (1 + len(servers)) + "|",
+    ]
+    for e in ENDPOINTS:
+        for c in CONCURRENCY:
+            cells = []
+            for name in servers:
+                p = results["load"][name][e][str(c)]
+                errors = f", {p['errors']} err" if p["errors"] else ""
+                cells.append(f"{p['rps']:.0f} ({p['p50_ms']:.1f} / {p['p99_ms']:.0f}{errors})")
+            lines.append(f"| {e} c={c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def layout_names(value: str) -> list[str]:
     if value == "all":
         return list(LAYOUTS)
@@ -430,8 +447,17 @@ def layout_names(value: str) -> list[str]:
     "--ui-repeats", default=5, show_default=True, help="UI page loads per server (0: skip)."
 )
 @click.option("--output", default="tracking_server", show_default=True, help="Result file stem.")
-def main(seconds: float, layouts: str, ui_repeats: int, output: str) -> None:
+@click.option(
+    "--report", is_flag=True, help="Only print the tables and redraw the PNG from the JSON."
+)
+def main(seconds: float, layouts: str, ui_repeats: int, output: str, report: bool) -> None:
     logging.basicConfig(level=logging.WARNING)
+    if report:
+        results = json.loads((RESULTS / f"{output}.json").read_text())
+        plot(results, RESULTS / f"{output}.png")
+        print_table(results)
+        print("\n" + markdown(results))
+        return
     wrk.require_wrk()
     chosen = layout_names(layouts)
     work = Path(tempfile.mkdtemp(prefix="bench-tracking-"))
@@ -445,13 +471,16 @@ def main(seconds: float, layouts: str, ui_repeats: int, output: str) -> None:
         )
         started.append(
             Target(
-                "stack", "the launcher's defaults, no auth", start_stack(work, "stack", {}), None
+                "stack",
+                "the launcher's defaults (uvicorn, 2 workers, uvloop + httptools), no auth",
+                start_stack(work, "stack", {}),
+                None,
             )
         )
         started.append(
             Target(
                 "stack-auth",
-                "the launcher's defaults, MLFLOW_AUTH=true (as the trainer)",
+                "the launcher's defaults, MLFLOW_AUTH=true (requests as the trainer)",
                 start_stack(work, "stack-auth", SERVER_SECRETS),
                 TRAINER,
             )
@@ -520,6 +549,7 @@ def main(seconds: float, layouts: str, ui_repeats: int, output: str) -> None:
         (RESULTS / f"{output}.json").write_text(json.dumps(results, indent=1) + "\n")
         plot(results, RESULTS / f"{output}.png")
         print_table(results)
+        print("\n" + markdown(results))
         print(f"\nwrote {RESULTS / output}.json and .png")
     except BaseException:
         print(f"benchmark failed; logs kept in {work}", file=sys.stderr)

@@ -67,6 +67,7 @@ def start(
     seconds: float,
     script_text: str = SCRIPT,
     path: str = "/invocations",
+    timeout_s: float = 2.0,
 ) -> subprocess.Popen:
     """wrk against ``url + path`` with a Lua ``script_text`` (default: serving's single-row
     prediction)."""
@@ -83,6 +84,8 @@ def start(
             "-d",
             f"{seconds:g}s",
             "--latency",
+            "--timeout",
+            f"{timeout_s:g}s",
             "-s",
             str(script),
             f"{url.rstrip('/')}{path}",
@@ -99,7 +102,8 @@ def run(
     seconds: float,
     script_text: str = SCRIPT,
     path: str = "/invocations",
+    timeout_s: float = 2.0,
 ) -> WrkResult:
-    process = start(url, concurrency, seconds, script_text, path)
+    process = start(url, concurrency, seconds, script_text, path, timeout_s)
     output, _ = process.communicate(timeout=seconds + 60)
     return parse(output)
