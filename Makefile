@@ -81,6 +81,7 @@ bench: $(STAMP)
 	bash scripts/install-system-packages.sh --with-test-tools
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/model_fetch.py
+	$(BIN)/python bench/tracking_server.py
 	$(BIN)/python bench/tracking_load.py
 	$(BIN)/python bench/scale_out.py
 

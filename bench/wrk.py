@@ -61,9 +61,18 @@ def parse(output: str) -> WrkResult:
     )
 
 
-def start(url: str, concurrency: int, seconds: float) -> subprocess.Popen:
+def start(
+    url: str,
+    concurrency: int,
+    seconds: float,
+    script_text: str = SCRIPT,
+    path: str = "/invocations",
+    timeout_s: float = 2.0,
+) -> subprocess.Popen:
+    """wrk against ``url + path`` with a Lua ``script_text`` (default: serving's single-row
+    prediction)."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(SCRIPT)
+    script.write_text(script_text)
     threads = 1 if concurrency < 8 else 2
     return subprocess.Popen(
         [
@@ -75,9 +84,11 @@ def start(url: str, concurrency: int, seconds: float) -> subprocess.Popen:
             "-d",
             f"{seconds:g}s",
             "--latency",
+            "--timeout",
+            f"{timeout_s:g}s",
             "-s",
             str(script),
-            f"{url.rstrip('/')}/invocations",
+            f"{url.rstrip('/')}{path}",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -85,7 +96,14 @@ def start(url: str, concurrency: int, seconds: float) -> subprocess.Popen:
     )
 
 
-def run(url: str, concurrency: int, seconds: float) -> WrkResult:
-    process = start(url, concurrency, seconds)
+def run(
+    url: str,
+    concurrency: int,
+    seconds: float,
+    script_text: str = SCRIPT,
+    path: str = "/invocations",
+    timeout_s: float = 2.0,
+) -> WrkResult:
+    process = start(url, concurrency, seconds, script_text, path, timeout_s)
     output, _ = process.communicate(timeout=seconds + 60)
     return parse(output)

@@ -53,6 +53,10 @@ def server_command(settings: ServerSettings) -> list[str]:
         cmd += ["--allowed-hosts", settings.allowed_hosts]
     if settings.cors_allowed_origins:
         cmd += ["--cors-allowed-origins", settings.cors_allowed_origins]
+    if settings.gunicorn_opts:
+        cmd += ["--gunicorn-opts", settings.gunicorn_opts]
+    else:
+        cmd += ["--uvicorn-opts", settings.uvicorn_opts]
     if settings.app_name:
         cmd += ["--app-name", settings.app_name]
     cmd.append("--enable-workspaces" if settings.workspaces else "--disable-workspaces")
@@ -88,6 +92,9 @@ def prepare(settings: ServerSettings) -> None:
 
 def server_environment(settings: ServerSettings) -> dict[str, str]:
     env = dict(os.environ)
+    # The command line carries the worker layout; MLflow would also read these and refuse two.
+    env.pop("MLFLOW_UVICORN_OPTS", None)
+    env.pop("MLFLOW_GUNICORN_OPTS", None)
     if settings.auth is not None:
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_config(settings.auth))
         env["MLFLOW_AUTH_ADMIN_USERNAME"] = settings.auth.admin_username
@@ -122,12 +129,16 @@ def main(check: bool, migrate_only: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     cmd = server_command(settings)
     logger.info(
-        "starting mlflow server: backend %s, artifacts %s (%s), http://%s:%s, %s",
+        "starting mlflow server: backend %s, artifacts %s (%s), http://%s:%s, %d workers (%s), %s",
         redact(settings.backend_store_uri),
         settings.artifacts_destination,
         "proxied" if settings.serve_artifacts else "direct",
         settings.host,
         settings.port,
+        settings.workers,
+        f"gunicorn {settings.gunicorn_opts}"
+        if settings.gunicorn_opts
+        else f"uvicorn {settings.uvicorn_opts}",
         f"basic auth (default permission {settings.auth.default_permission})"
         if settings.auth
         else "no authentication",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,6 +15,11 @@ from tracking_server.auth import APP_NAME as AUTH_APP_NAME
 from tracking_server.auth import BASIC_AUTH_APP_NAME, AuthSettings
 
 _BUCKET_SCHEMES = ("s3://", "gs://")
+# uvicorn's options for every worker. With more than one worker, uvicorn binds the socket
+# itself without TCP_NODELAY, and asyncio then leaves it off on every connection: each
+# keep-alive answer waits ~40 ms for the client's delayed ACK. uvloop sets TCP_NODELAY on every
+# connection it accepts, and httptools parses faster than h11: bench/tracking_server.py.
+DEFAULT_UVICORN_OPTS = "--loop uvloop --http httptools"
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,10 @@ class ServerSettings:
     # False: never migrate, wait (up to backend_wait_s) for a migration job to bring the schema
     # to head. True: migrate under a PostgreSQL advisory lock (replicas migrate once).
     migrate_on_start: bool = True
+    # The worker layout: uvicorn's options (MLFLOW_UVICORN_OPTS), or gunicorn's when
+    # MLFLOW_GUNICORN_OPTS is set (MLflow's Flask app only: no --allowed-hosts, no FastAPI routes).
+    uvicorn_opts: str = DEFAULT_UVICORN_OPTS
+    gunicorn_opts: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
@@ -63,6 +74,8 @@ class ServerSettings:
             app_name=app_name,
             artifacts_wait_s=env_int(env, "ARTIFACTS_WAIT_SECONDS", 30),
             migrate_on_start=env_bool(env, "MLFLOW_MIGRATE_ON_START", True),
+            uvicorn_opts=env_str(env, "MLFLOW_UVICORN_OPTS", DEFAULT_UVICORN_OPTS),
+            gunicorn_opts=env_str(env, "MLFLOW_GUNICORN_OPTS", ""),
         )
         settings.validate()
         if app_name == AUTH_APP_NAME:
@@ -88,6 +101,14 @@ class ServerSettings:
                 f"MLFLOW_ARTIFACTS_DESTINATION={self.artifacts_destination!r} is not supported; "
                 "use a local folder, s3://bucket/prefix or gs://bucket/prefix"
             )
+        if self.gunicorn_opts and (self.allowed_hosts or self.cors_allowed_origins):
+            raise ConfigError(
+                "MLFLOW_GUNICORN_OPTS cannot be combined with MLFLOW_SERVER_ALLOWED_HOSTS or "
+                "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS (MLflow checks hosts under uvicorn only); "
+                "unset MLFLOW_GUNICORN_OPTS"
+            )
+        if not self.gunicorn_opts:
+            check_uvicorn_opts(self.uvicorn_opts)
 
         if self.artifacts_destination.startswith(_BUCKET_SCHEMES) and not bucket_name(
             self.artifacts_destination
@@ -132,6 +153,22 @@ def app_name_from_env(env: Mapping[str, str]) -> str:
             )
         return AUTH_APP_NAME
     return app_name
+
+
+def check_uvicorn_opts(opts: str) -> None:
+    """uvicorn exits from every worker, without naming the variable, when the event loop or
+    HTTP parser it is asked for is not installed: say so at start instead."""
+    words = shlex.split(opts)
+    for flag, modules in (("--loop", {"uvloop": "uvloop"}), ("--http", {"httptools": "httptools"})):
+        if flag not in words[:-1]:
+            continue
+        module = modules.get(words[words.index(flag) + 1])
+        if module and importlib.util.find_spec(module) is None:
+            raise ConfigError(
+                f"MLFLOW_UVICORN_OPTS={opts!r} asks for {module}, which is not installed: "
+                f"pip install {module} (requirements.lock pins it) or set MLFLOW_UVICORN_OPTS="
+                "'--loop asyncio --http h11' (slower: see bench/README.md)"
+            )
 
 
 def bucket_name(uri: str) -> str:

@@ -26,7 +26,8 @@ logger, in the server's log (JSON with ``LOG_FORMAT=json``): see docs/security.m
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Annotated, Any
@@ -257,6 +258,45 @@ def _aliased_version(name: str | None, alias: str | None) -> str | None:
         return None  # no such model or alias: nothing to move from
 
 
+# Locks that coalesce concurrent password checks of the same credentials (a fixed number, so
+# memory stays bounded whatever the login attempts; two credentials sharing a stripe only wait
+# for each other's check).
+LOGIN_LOCK_STRIPES = 64
+
+
+def single_flight(
+    authenticate: Callable[[str, str], Any], cache_key: Callable[[str, str], Hashable]
+) -> Callable[[str, str], Any]:
+    """``authenticate`` (MLflow's cached password check), with one check per credential at a
+    time.
+
+    MLflow's credential cache forgets a password after its TTL; every request that arrives
+    before the first new check has finished then runs the scrypt hash itself (~0.1-0.5 s of CPU
+    each): at concurrency 32 that is seconds of stall per worker, every TTL, for one user.
+    Behind the lock the first request checks and fills the cache, the others find it there. A
+    wrong password is never cached, so each attempt still pays the full check.
+    """
+    stripes = [threading.Lock() for _ in range(LOGIN_LOCK_STRIPES)]
+
+    def check(username: str, password: str) -> Any:
+        with stripes[hash(cache_key(username, password)) % LOGIN_LOCK_STRIPES]:
+            return authenticate(username, password)
+
+    return check
+
+
+def coalesce_password_checks() -> None:
+    """Put :func:`single_flight` in front of MLflow's cached check (its Flask and FastAPI
+    paths both look the function up in the module at call time)."""
+    import mlflow.server.auth as basic_auth
+
+    if basic_auth._USER_AUTH_CACHE is None:
+        return  # cache off (TTL 0): every request checks anyway, nothing to share
+    basic_auth._authenticate_cached = single_flight(
+        basic_auth._authenticate_cached, basic_auth._auth_cache_key
+    )
+
+
 def create_app(app: Any = None) -> Any:
     """The ``mlflow.app`` factory: MLflow's basic-auth app with the guard in front.
 
@@ -279,4 +319,5 @@ def create_app(app: Any = None) -> Any:
         "registry rules on: protected aliases %s, hard deletes for admins only",
         ", ".join(sorted(settings.protected_aliases)) or "(none)",
     )
+    coalesce_password_checks()
     return create_basic_auth_app(flask_app)

@@ -10,7 +10,7 @@ import pytest
 from serving.settings import ServingSettings
 from stack_common.env import env_bool, env_float, env_int
 from stack_common.errors import ConfigError
-from tracking_server.launcher import server_command
+from tracking_server.launcher import server_command, server_environment
 from tracking_server.settings import ServerSettings
 from training.settings import TrainingSettings
 
@@ -90,3 +90,44 @@ def test_serving_defaults_follow_the_machine() -> None:
     assert settings.workers == (os.cpu_count() or 1)
     assert settings.poll_s == 3.0
     assert settings.max_body_mb == 10
+
+
+def test_workers_run_uvicorn_with_uvloop_and_httptools_by_default() -> None:
+    cmd = server_command(ServerSettings.from_env({}))
+    assert cmd[cmd.index("--workers") + 1] == "2"
+    assert cmd[cmd.index("--uvicorn-opts") + 1] == "--loop uvloop --http httptools"
+    assert "--gunicorn-opts" not in cmd
+
+
+def test_gunicorn_opts_replace_uvicorn_and_reach_mlflow_once() -> None:
+    env = {"MLFLOW_GUNICORN_OPTS": "-k gthread --threads 8", "MLFLOW_UVICORN_OPTS": "--loop uvloop"}
+    settings = ServerSettings.from_env(env)
+    cmd = server_command(settings)
+    assert cmd[cmd.index("--gunicorn-opts") + 1] == "-k gthread --threads 8"
+    assert "--uvicorn-opts" not in cmd
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        passed = server_environment(settings)
+    # MLflow reads both variables too and refuses two server option sets.
+    assert "MLFLOW_GUNICORN_OPTS" not in passed and "MLFLOW_UVICORN_OPTS" not in passed
+
+
+def test_gunicorn_cannot_check_hosts() -> None:
+    env = {"MLFLOW_GUNICORN_OPTS": "-k gthread", "MLFLOW_SERVER_ALLOWED_HOSTS": "localhost"}
+    with pytest.raises(ConfigError, match="MLFLOW_GUNICORN_OPTS cannot be combined"):
+        ServerSettings.from_env(env)
+
+
+def test_a_missing_event_loop_is_named_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r"MLFLOW_UVICORN_OPTS=.* asks for uvloop"):
+        ServerSettings.from_env({})
+    assert ServerSettings.from_env({"MLFLOW_UVICORN_OPTS": "--loop asyncio"}).uvicorn_opts == (
+        "--loop asyncio"
+    )

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -18,6 +21,7 @@ from tracking_server.stack_auth import (
     audit,
     governed_handlers,
     refusal,
+    single_flight,
 )
 
 PROTECTED = frozenset({"production", "previous"})
@@ -107,3 +111,43 @@ def test_the_audit_line_says_who_moved_what_from_where_to_where(caplog) -> None:
         "to_version": "2",
     }
     assert entry["outcome"] == "allowed" and entry["action"] == "set_alias"
+
+
+class FakeCachedCheck:
+    """MLflow's ``_authenticate_cached`` in miniature: a slow check, a cache of good logins."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+        self.cache: dict[tuple[str, str], str] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, username: str, password: str) -> str | None:
+        with self.lock:
+            if (username, password) in self.cache:
+                return self.cache[(username, password)]
+            self.checks += 1
+        time.sleep(0.2)  # the scrypt hash
+        if password != "right":
+            return None
+        with self.lock:
+            self.cache[(username, password)] = username
+        return username
+
+
+def test_concurrent_logins_with_the_same_password_share_one_check() -> None:
+    fake = FakeCachedCheck()
+    check = single_flight(fake, lambda u, p: (u, p))
+    with ThreadPoolExecutor(16) as pool:
+        users = list(pool.map(lambda _: check("trainer", "right"), range(16)))
+    assert users == ["trainer"] * 16
+    assert fake.checks == 1
+
+
+def test_a_wrong_password_is_checked_every_time_and_never_let_in() -> None:
+    fake = FakeCachedCheck()
+    check = single_flight(fake, lambda u, p: (u, p))
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: check("trainer", "wrong"), range(4)))
+    assert answers == [None] * 4
+    assert fake.checks == 4
+    assert check("trainer", "right") == "trainer"
