@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.metrics import ACCESS_LOG, METRICS_SOCKET, NGINX_LOG_FORMAT, STATUS_SOCKET
 from serving.pool import die_with_parent
 from stack_common.errors import StackError
 
@@ -105,6 +106,13 @@ http {{
     tcp_nodelay on;
     {js_import}
 
+    # One line per answer to /invocations, counted by serving/metrics.py (GET /metrics).
+    log_format stack_invocations '{NGINX_LOG_FORMAT}';
+    map $uri $stack_invocation {{
+        /invocations 1;
+        default 0;
+    }}
+
     upstream scoring {{
 {upstreams}
         # No keepalive to the pools: every request connects by path, so the moment a new pool
@@ -113,6 +121,7 @@ http {{
 
     server {{
         listen {config.host}:{config.port} backlog=1024;
+        access_log {run_dir / ACCESS_LOG} stack_invocations if=$stack_invocation;
         error_page 413 @too_large;
         error_page 502 503 504 @unavailable;
 
@@ -134,6 +143,13 @@ http {{
             add_header Cache-Control no-store always;
             alias {run_dir / "health.json"};
         }}
+        # Answered by the supervisor, whatever the model is doing; not under the model's
+        # body limit (a scrape sends none) nor counted as a request.
+        location = /metrics {{
+            client_max_body_size 64k;
+            proxy_pass http://unix:{run_dir / METRICS_SOCKET};
+            proxy_read_timeout 30s;
+        }}
         location / {{
             {headers}
             proxy_pass http://scoring;
@@ -145,6 +161,14 @@ http {{
             proxy_next_upstream error timeout non_idempotent;
             proxy_next_upstream_tries {max(2, config.workers)};
             {js_filters}
+        }}
+    }}
+
+    # Internal: nginx's request counters for serving_in_flight_requests.
+    server {{
+        listen unix:{run_dir / STATUS_SOCKET};
+        location = /status {{
+            stub_status;
         }}
     }}
 }}
@@ -195,6 +219,8 @@ class Front:
 
     def start(self, timeout_s: float = 15.0) -> None:
         self._kill_leftovers()
+        # A killed nginx leaves its Unix socket behind, and bind() refuses an existing path.
+        (self.run_dir / STATUS_SOCKET).unlink(missing_ok=True)
         self._write()
         # Its own process group, so workers orphaned by a dead master can be found and ended;
         # and it dies with the supervisor rather than keep the port.

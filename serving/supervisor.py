@@ -18,10 +18,12 @@ import signal
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 from serving.cache import CacheEntry, ModelCache
 from serving.front import Front, FrontConfig
+from serving.metrics import ServingMetrics
 from serving.model_source import fetch_production, fetch_version, resolve_version
 from serving.pool import PoolFailed, ScoringPool, example_request
 from serving.settings import ServingSettings
@@ -79,11 +81,18 @@ class Supervisor:
         self.client = None
         self.stopping = False
 
+    # -- metrics (serving/metrics.py; the hooks below are one line each) ---------------------
+
+    @cached_property
+    def metrics(self) -> ServingMetrics:
+        return ServingMetrics(self.settings.model_name, self.settings.alias, self.run_dir)
+
     # -- life cycle ---------------------------------------------------------------------------
 
     def run(self) -> None:
         self._handle_signals()
         try:
+            self.metrics.serve()
             entry = self._first_entry()
             pool = self._start_pool(entry)
             pool.wait_ready(self.settings.load_timeout_s)
@@ -108,6 +117,7 @@ class Supervisor:
 
     def shutdown(self) -> None:
         self.front.stop()
+        self.metrics.stop()
         if self.active is not None:
             self.active.stop()
             self.active = None
@@ -150,6 +160,7 @@ class Supervisor:
         return fetch_production(self.settings, self.cache)
 
     def _start_pool(self, entry: CacheEntry) -> ScoringPool:
+        self.metrics.fetched(entry)
         return ScoringPool.start(
             entry.version,
             entry.path,
@@ -171,9 +182,11 @@ class Supervisor:
         assert self.active is not None
         if not self.front.alive():
             logger.error("nginx exited (code %s); starting it again", self.front.returncode())
+            self.metrics.restarted("nginx")
             self.front.start()
         if self.active.dead():
             logger.error("a scoring process of version %s died; restarting", self.active.version)
+            self.metrics.restarted("scoring")
             self._switch(self.active.version, restart=True)
             return
         try:
@@ -284,6 +297,7 @@ class Supervisor:
         }
         _write_json(self.run_dir / "served.json", served)
         _write_json(self.run_dir / "health.json", health)
+        self.metrics.status(served, health, self.active.started_at)
 
 
 def registry_problem(exc: Exception) -> str:
