@@ -38,6 +38,10 @@ class ServerSettings:
     # False: never migrate, wait (up to backend_wait_s) for a migration job to bring the schema
     # to head. True: migrate under a PostgreSQL advisory lock (replicas migrate once).
     migrate_on_start: bool = True
+    # MLflow's Prometheus exporter (--expose-prometheus): GET /metrics of this server process,
+    # its workers' counts shared through prometheus_dir (None: a fresh temporary folder).
+    prometheus: bool = True
+    prometheus_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
@@ -63,6 +67,10 @@ class ServerSettings:
             app_name=app_name,
             artifacts_wait_s=env_int(env, "ARTIFACTS_WAIT_SECONDS", 30),
             migrate_on_start=env_bool(env, "MLFLOW_MIGRATE_ON_START", True),
+            prometheus=env_bool(env, "MLFLOW_PROMETHEUS", True),
+            prometheus_dir=Path(env["MLFLOW_PROMETHEUS_DIR"])
+            if env.get("MLFLOW_PROMETHEUS_DIR")
+            else None,
         )
         settings.validate()
         if app_name == AUTH_APP_NAME:
