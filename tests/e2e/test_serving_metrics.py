@@ -3,6 +3,7 @@ gave it, across a blue/green switch; the switch itself shows in the served-versi
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -69,7 +70,12 @@ def test_every_answer_counted_once_by_version_across_a_switch(
     serving = services.serving(
         tracking.url,
         unique_name,
-        env={"SERVING_POLL_SECONDS": "1", "SERVING_WORKERS": "2", "SERVING_MAX_BODY_MB": "1"},
+        env={
+            "SERVING_POLL_SECONDS": "1",
+            "SERVING_WORKERS": "2",
+            "SERVING_MAX_BODY_MB": "1",
+            "LOG_FORMAT": "json",
+        },
     )
     url = serving.url
 
@@ -134,3 +140,18 @@ def test_every_answer_counted_once_by_version_across_a_switch(
     for version in ("1", "2"):
         total = sum(n for (v, _), n in expected.items() if v == version)
         assert one(metrics, "serving_request_duration_seconds_count", version=version) == total
+
+    # LOG_FORMAT=json: the supervisor's, nginx's and the scoring processes' lines are JSON
+    # objects naming the model and the version served.
+    deadline = time.monotonic() + 60  # logged once the old pool has finished its requests
+    while "now serving version 2" not in serving.log_path.read_text():
+        assert time.monotonic() < deadline, serving.log_tail()
+        time.sleep(0.5)
+    entries = [json.loads(line) for line in serving.log_path.read_text().splitlines() if line]
+    assert {"serving.supervisor", "serving.nginx", "uvicorn.error"} <= {
+        e["logger"] for e in entries
+    }
+    assert {e.get("model") for e in entries} == {unique_name}
+    switched = next(e for e in entries if e["message"].startswith("now serving version 2"))
+    assert switched["version"] == "2"
+    assert {e["version"] for e in entries if e["logger"] == "uvicorn.error"} == {"1", "2"}
