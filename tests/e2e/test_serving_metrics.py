@@ -113,7 +113,10 @@ def test_every_answer_counted_once_by_version_across_a_switch(
         assert "X-Model-Version" not in too_large.headers  # nginx's own answer
         expected[("1", "413")] += 1
         wrong_type = session.post(
-            f"{url}/invocations", data="hours\n5", headers={"Content-Type": "text/html"}
+            f"{url}/invocations",
+            data="hours\n5",
+            headers={"Content-Type": "text/html"},
+            timeout=10,
         )
         assert wrong_type.status_code == 415
         expected[(wrong_type.headers["X-Model-Version"], "415")] += 1
