@@ -14,7 +14,7 @@ from serving.model_source import configure_client, fetch_production
 from serving.settings import ServingSettings
 from serving.supervisor import build_supervisor
 from stack_common.errors import cli_errors
-from stack_common.logs import setup_logging
+from stack_common.logs import add_context, setup_logging
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,7 +29,13 @@ def main(fetch_only: bool) -> None:
     if fetch_only:
         click.echo(str(fetch_production(settings, cache).path))
         return
-    build_supervisor(settings, cache).run()
+    supervisor = build_supervisor(settings, cache)
+    # JSON lines name the model and the version being served (LOG_FORMAT=json).
+    add_context(
+        model=settings.model_name,
+        version=lambda: supervisor.active.version if supervisor.active else None,
+    )
+    supervisor.run()
 
 
 if __name__ == "__main__":

@@ -16,19 +16,54 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.metrics import ACCESS_LOG, METRICS_SOCKET, NGINX_LOG_FORMAT, STATUS_SOCKET
 from serving.pool import die_with_parent
 from stack_common.errors import StackError
+from stack_common.logs import log_format_from_env
 
 logger = logging.getLogger(__name__)
 
 ERRORS_JS = Path(__file__).with_name("errors.js")
+
+# "2026/12/01 13:00:00 [warn] 12#12: *5 message": nginx's error log line, level and message.
+_NGINX_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(\w+)\] (.*)$")
+_NGINX_LEVELS = {
+    "emerg": logging.CRITICAL,
+    "alert": logging.CRITICAL,
+    "crit": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "notice": logging.INFO,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+}
+nginx_logger = logging.getLogger("serving.nginx")
+
+
+def log_nginx_line(line: str) -> None:
+    """One line of nginx's error log as a record of ``serving.nginx``, at nginx's level."""
+    found = _NGINX_LINE.match(line)
+    if found is None:
+        nginx_logger.warning("%s", line)
+        return
+    level, message = found.groups()
+    nginx_logger.log(_NGINX_LEVELS.get(level, logging.WARNING), "%s", message)
+
+
+def _relay(stream: object) -> None:
+    for raw in stream:  # type: ignore[attr-defined]
+        line = raw.decode(errors="replace").rstrip()
+        if line:
+            log_nginx_line(line)
 
 
 @dataclass(frozen=True)
@@ -105,6 +140,13 @@ http {{
     tcp_nodelay on;
     {js_import}
 
+    # One line per answer to /invocations, counted by serving/metrics.py (GET /metrics).
+    log_format stack_invocations '{NGINX_LOG_FORMAT}';
+    map $uri $stack_invocation {{
+        /invocations 1;
+        default 0;
+    }}
+
     upstream scoring {{
 {upstreams}
         # No keepalive to the pools: every request connects by path, so the moment a new pool
@@ -113,6 +155,7 @@ http {{
 
     server {{
         listen {config.host}:{config.port} backlog=1024;
+        access_log {run_dir / ACCESS_LOG} stack_invocations if=$stack_invocation;
         error_page 413 @too_large;
         error_page 502 503 504 @unavailable;
 
@@ -134,6 +177,13 @@ http {{
             add_header Cache-Control no-store always;
             alias {run_dir / "health.json"};
         }}
+        # Answered by the supervisor, whatever the model is doing; not under the model's
+        # body limit (a scrape sends none) nor counted as a request.
+        location = /metrics {{
+            client_max_body_size 64k;
+            proxy_pass http://unix:{run_dir / METRICS_SOCKET};
+            proxy_read_timeout 30s;
+        }}
         location / {{
             {headers}
             proxy_pass http://scoring;
@@ -145,6 +195,14 @@ http {{
             proxy_next_upstream error timeout non_idempotent;
             proxy_next_upstream_tries {max(2, config.workers)};
             {js_filters}
+        }}
+    }}
+
+    # Internal: nginx's request counters for serving_in_flight_requests.
+    server {{
+        listen unix:{run_dir / STATUS_SOCKET};
+        location = /status {{
+            stub_status;
         }}
     }}
 }}
@@ -195,15 +253,24 @@ class Front:
 
     def start(self, timeout_s: float = 15.0) -> None:
         self._kill_leftovers()
+        # A killed nginx leaves its Unix socket behind, and bind() refuses an existing path.
+        (self.run_dir / STATUS_SOCKET).unlink(missing_ok=True)
         self._write()
         # Its own process group, so workers orphaned by a dead master can be found and ended;
         # and it dies with the supervisor rather than keep the port.
+        # LOG_FORMAT=json: nginx's messages become JSON lines of the supervisor's log too.
+        relay = log_format_from_env() == "json"
         self.process = subprocess.Popen(
             [self.nginx, "-e", "stderr", "-p", str(self.run_dir), "-c", str(self.conf_path)],
             stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if relay else None,
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
+        if relay:
+            threading.Thread(
+                target=_relay, args=(self.process.stderr,), name="nginx-log", daemon=True
+            ).start()
         pid_file = self.run_dir / "nginx.pid"
         deadline = time.monotonic() + timeout_s
         while not pid_file.exists():

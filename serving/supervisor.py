@@ -19,11 +19,13 @@ import tempfile
 import time
 from collections.abc import Callable, Sized
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
 from serving.cache import CacheEntry, ModelCache
 from serving.front import Front, FrontConfig
+from serving.metrics import ServingMetrics
 from serving.model_source import RegistrySource
 from serving.pool import PoolFailed, ScoringPool, example_request
 from serving.settings import ServingSettings
@@ -60,6 +62,7 @@ class Pool(Protocol):
     version: str
     model_path: Path
     processes: Sized
+    started_at: float
 
     def wait_ready(self, timeout_s: float, fallback_example: bytes | None = None) -> None: ...
 
@@ -146,6 +149,12 @@ class Supervisor:
         self.degraded: dict[str, str] = {}  # dependency -> what is wrong
         self.stopping = False
 
+    # -- metrics (serving/metrics.py; the hooks below are one line each) ---------------------
+
+    @cached_property
+    def metrics(self) -> ServingMetrics:
+        return ServingMetrics(self.settings.model_name, self.settings.alias, self.run_dir)
+
     # -- life cycle ---------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -155,6 +164,7 @@ class Supervisor:
 
     def serve(self) -> None:
         try:
+            self.metrics.serve()
             self.start()
             while not self.stopping:
                 self.tick()
@@ -167,6 +177,7 @@ class Supervisor:
     def start(self) -> None:
         """The first version: loaded and checked, then nginx starts sending it traffic."""
         entry, self.source = self.models.first()
+        self.metrics.fetched(entry)
         pool = self.start_pool(entry)
         pool.wait_ready(self.settings.load_timeout_s)
         pool.adopt(self.front.slots)
@@ -189,6 +200,7 @@ class Supervisor:
 
     def shutdown(self) -> None:
         self.front.stop()
+        self.metrics.stop()
         if self.active is not None:
             self.active.stop()
             self.active = None
@@ -220,9 +232,11 @@ class Supervisor:
         assert self.active is not None
         if not self.front.alive():
             logger.error("nginx exited (code %s); starting it again", self.front.returncode())
+            self.metrics.restarted("nginx")
             self.front.start()
         if self.active.dead():
             logger.error("a scoring process of version %s died; restarting", self.active.version)
+            self.metrics.restarted("scoring")
             self._switch(self.active.version, restart=True)
             return
         try:
@@ -259,6 +273,7 @@ class Supervisor:
             self._degrade("artifact_download", f"version {version}: {one_line(str(exc), 200)}")
             return
         self._recover("artifact_download")
+        self.metrics.fetched(entry)
         pool = self.start_pool(entry)
         try:
             pool.wait_ready(self.settings.load_timeout_s, example_request(self.active.model_path))
@@ -324,6 +339,7 @@ class Supervisor:
         }
         _write_json(self.run_dir / "served.json", served)
         _write_json(self.run_dir / "health.json", health)
+        self.metrics.status(served, health, self.active.started_at)
 
 
 def registry_problem(exc: Exception) -> str:

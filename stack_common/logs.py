@@ -14,7 +14,11 @@ from datetime import UTC, datetime
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Attributes every LogRecord has: anything else on a record came in through ``extra``.
-_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's copy of the message with terminal colours
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,6 +37,55 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+class ContextFields(logging.Filter):
+    """Adds fields to every record that passes (``model``, ``version``...), unless the record
+    brings its own. A value may be a callable, read at each record (the version being served
+    changes at run time). Shown by the JSON format; text lines stay as they are."""
+
+    def __init__(self, **fields: object) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self.fields.items():
+            if key not in vars(record):
+                value = value() if callable(value) else value
+                if value is not None:
+                    setattr(record, key, value)
+        return True
+
+
+def add_context(**fields: object) -> None:
+    """Put ``fields`` on every record the root logger's handlers write."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ContextFields(**fields))
+
+
+def json_dict_config(level: str, **fields: str) -> dict:
+    """A ``logging.config.dictConfig`` for a process we start but do not write (uvicorn's
+    ``--log-config``): everything, uvicorn's loggers included, as JSON lines with ``fields``."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": "stack_common.logs.ContextFields", **fields}},
+        "formatters": {"json": {"()": "stack_common.logs.JsonFormatter"}},
+        "handlers": {
+            "json": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "filters": ["context"],
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            name: {"handlers": ["json"], "level": level, "propagate": False}
+            for name in ("uvicorn", "uvicorn.access")
+        }
+        | {"uvicorn.error": {"level": level}},
+        "root": {"handlers": ["json"], "level": level},
+    }
 
 
 LOG_FORMATS = ("text", "json")

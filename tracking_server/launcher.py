@@ -10,6 +10,9 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 
 import click
 
@@ -60,7 +63,55 @@ def server_command(settings: ServerSettings) -> list[str]:
     if settings.app_name:
         cmd += ["--app-name", settings.app_name]
     cmd.append("--enable-workspaces" if settings.workspaces else "--disable-workspaces")
+    if settings.prometheus and settings.prometheus_dir is not None:
+        cmd += ["--expose-prometheus", str(settings.prometheus_dir)]
     return cmd
+
+
+PROMETHEUS_PREFIX = "mlflow-prometheus-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prometheus_folder(settings: ServerSettings) -> ServerSettings:
+    """The folder where this server's workers keep their Prometheus counts, emptied.
+
+    One per server process: the workers add their files up on every scrape, so files left by
+    an earlier process would count its requests again (prometheus-client's multiprocess mode).
+    """
+    if not settings.prometheus:
+        return settings
+    folder = settings.prometheus_dir
+    if folder is None:
+        # Named by our pid, which ``mlflow server`` keeps (exec): folders of servers that
+        # are gone are removed here, so restarts do not pile them up in the temp folder.
+        tmp = Path(tempfile.gettempdir())
+        for old in tmp.glob(f"{PROMETHEUS_PREFIX}*"):
+            pid = old.name.removeprefix(PROMETHEUS_PREFIX)
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        folder = tmp / f"{PROMETHEUS_PREFIX}{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+    except OSError as exc:  # metrics are not worth refusing to start over
+        logger.warning(
+            "no /metrics: cannot use %s for Prometheus counts (%s); set MLFLOW_PROMETHEUS_DIR "
+            "to a writable folder or MLFLOW_PROMETHEUS=false",
+            folder,
+            exc,
+        )
+        return replace(settings, prometheus=False, prometheus_dir=None)
+    return replace(settings, prometheus_dir=folder)
 
 
 def migrate(settings: ServerSettings) -> None:
@@ -101,6 +152,9 @@ def server_environment(settings: ServerSettings) -> dict[str, str]:
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("DO_NOT_TRACK", "true")
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "true" if settings.job_execution else "false"
+    if settings.prometheus and settings.prometheus_dir is not None:
+        # MLflow passes the folder on as the deprecated lower-case name; this one is current.
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(settings.prometheus_dir)
     # The uvicorn/gunicorn executables live beside this interpreter; make sure MLflow finds them.
     bin_dir = os.path.dirname(sys.executable)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -127,6 +181,8 @@ def main(check: bool, migrate_only: bool) -> None:
         prepare(settings)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
+    if not check:
+        settings = prometheus_folder(settings)
     cmd = server_command(settings)
     logger.info(
         "starting mlflow server: backend %s, artifacts %s (%s), http://%s:%s, %d workers (%s), %s",

@@ -49,6 +49,10 @@ class ServerSettings:
     # MLFLOW_GUNICORN_OPTS is set (MLflow's Flask app only: no --allowed-hosts, no FastAPI routes).
     uvicorn_opts: str = DEFAULT_UVICORN_OPTS
     gunicorn_opts: str = ""
+    # MLflow's Prometheus exporter (--expose-prometheus): GET /metrics of this server process,
+    # its workers' counts shared through prometheus_dir (None: a fresh temporary folder).
+    prometheus: bool = True
+    prometheus_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
@@ -76,6 +80,10 @@ class ServerSettings:
             migrate_on_start=env_bool(env, "MLFLOW_MIGRATE_ON_START", True),
             uvicorn_opts=env_str(env, "MLFLOW_UVICORN_OPTS", DEFAULT_UVICORN_OPTS),
             gunicorn_opts=env_str(env, "MLFLOW_GUNICORN_OPTS", ""),
+            prometheus=env_bool(env, "MLFLOW_PROMETHEUS", True),
+            prometheus_dir=Path(env["MLFLOW_PROMETHEUS_DIR"])
+            if env.get("MLFLOW_PROMETHEUS_DIR")
+            else None,
         )
         settings.validate()
         if app_name == AUTH_APP_NAME:

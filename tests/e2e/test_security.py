@@ -144,6 +144,19 @@ def test_nobody_gets_in_without_the_right_password(secured: Secured) -> None:
     assert ADMIN_PASSWORD not in ini.read_text()
 
 
+def test_metrics_are_for_the_admin_only(secured: Secured) -> None:
+    """MLflow's /metrics (docs/monitoring.md) is behind basic auth, and MLflow's fail-closed
+    rule (no permission is defined for the path) leaves it to the admin: a scraper needs the
+    admin's login until a rule of our own lets another user read it."""
+    metrics = f"{secured.url}/metrics"
+    assert requests.get(metrics, timeout=10).status_code == 401
+    as_serving = requests.get(metrics, auth=("serving", PASSWORDS["serving"]), timeout=10)
+    assert as_serving.status_code == 403
+    scraped = requests.get(metrics, auth=("admin", ADMIN_PASSWORD), timeout=10)
+    assert scraped.status_code == 200
+    assert "mlflow_http_request_total" in scraped.text
+
+
 def test_serving_reads_the_model_but_cannot_move_aliases_or_write_runs(secured: Secured) -> None:
     serving = ("serving", PASSWORDS["serving"])
 

@@ -57,6 +57,7 @@ class FakePool:
     slots: list[Path] = field(default_factory=list)
     checked_with: bytes | None = None
     stopped_with: float | None = None
+    started_at: float = 0.0
 
     def wait_ready(self, timeout_s: float, fallback_example: bytes | None = None) -> None:
         self.checked_with = fallback_example
