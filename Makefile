@@ -18,7 +18,7 @@ help:
 	@echo "make down    stop it (data stays in STACK_DATA_DIR, default .stack/)"
 	@echo "make backup  back up the local stack into BACKUP_DIR (default backups/); prints the ID"
 	@echo "make restore ID=...  put a backup back (stop the local stack first: make down)"
-	@echo "make lint    ruff"
+	@echo "make lint    ruff (check, format) and mypy"
 
 $(STAMP): pyproject.toml requirements.lock scripts/install-system-packages.sh
 	bash scripts/install-system-packages.sh $(SYSTEM_PACKAGES_FLAGS)
@@ -53,6 +53,8 @@ restore: $(STAMP)
 test: $(STAMP) $(CHECKOV_STAMP)
 	bash scripts/install-system-packages.sh --with-test-tools
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	bash tests/run.sh
 
 test-fast: $(STAMP)
@@ -64,6 +66,7 @@ env:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -266,7 +266,8 @@ def artifact_bytes(tracking_uri: str, name: str, version: str) -> int | None:
         repo = get_artifact_repository(
             f"models:/{name}/{version}", tracking_uri=tracking_uri, registry_uri=tracking_uri
         )
-        total, pending = 0, [None]
+        total = 0
+        pending: list[str | None] = [None]  # None: the model's root
         while pending:
             for info in repo.list_artifacts(pending.pop()):
                 if info.is_dir:

@@ -61,7 +61,10 @@ class Pool(Protocol):
 
     version: str
     model_path: Path
-    processes: Sized
+
+    @property
+    def processes(self) -> Sized: ...
+
     started_at: float
 
     def wait_ready(self, timeout_s: float, fallback_example: bytes | None = None) -> None: ...

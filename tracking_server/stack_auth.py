@@ -178,7 +178,8 @@ class RegistryGuard:
 
         if request.endpoint is None:
             return None
-        return self.handlers.get(current_app.view_functions.get(request.endpoint))
+        view = current_app.view_functions.get(request.endpoint)
+        return self.handlers.get(view) if view is not None else None
 
     def before_request(self) -> Any:
         from flask import Response, g
@@ -191,7 +192,8 @@ class RegistryGuard:
             return None
         authorization = mlflow_auth.authenticate_request()
         authenticated = not isinstance(authorization, Response)
-        attempt = self._describe(action, authorization.username if authenticated else None)
+        username = None if isinstance(authorization, Response) else authorization.username
+        attempt = self._describe(action, username)
         g.stack_attempt = attempt
         if not authenticated:
             return None  # MLflow's own hook answers 401 the way it always does
@@ -292,7 +294,7 @@ def coalesce_password_checks() -> None:
 
     if basic_auth._USER_AUTH_CACHE is None:
         return  # cache off (TTL 0): every request checks anyway, nothing to share
-    basic_auth._authenticate_cached = single_flight(
+    basic_auth._authenticate_cached = single_flight(  # type: ignore[assignment]
         basic_auth._authenticate_cached, basic_auth._auth_cache_key
     )
 
