@@ -67,3 +67,15 @@ def full_snapshot(
         }
     snapshot["users"] = users
     return snapshot
+
+
+def corrupt_largest_artifact(backup: Path) -> str:
+    """Flip one byte in the middle of the backup's largest artifact file; its manifest key."""
+    victim = max(
+        (p for p in (backup / "artifacts").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    return victim.relative_to(backup).as_posix()

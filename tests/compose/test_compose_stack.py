@@ -40,7 +40,7 @@ import requests
 from compose_stack import BASE, OFFLINE, TEST_SECRETS, ComposeProject, write_env_file
 
 from local_stack.processes import free_port
-from tests.backup_drill import full_snapshot
+from tests.backup_drill import corrupt_largest_artifact, full_snapshot
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
@@ -224,14 +224,7 @@ def check_restore_after_down_v(
     wait_for_version(int(settings["SERVING_API_PORT"]), "2", PROMOTION_WAIT_S)
 
     # One changed byte on the host: verify and restore name the file and change nothing.
-    victim = max(
-        (p for p in (folder / backup_id / "artifacts").rglob("*") if p.is_file()),
-        key=lambda p: p.stat().st_size,
-    )
-    data = bytearray(victim.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    victim.write_bytes(bytes(data))
-    key = victim.relative_to(folder / backup_id).as_posix()
+    key = corrupt_largest_artifact(folder / backup_id)
     for args in (("verify", backup_id), ("restore", "--yes", backup_id)):
         failed = stack.run("run", "--rm", "-T", "backup", *args, check=False)
         assert failed.returncode == 1, args

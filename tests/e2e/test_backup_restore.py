@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from local_stack.processes import free_port
-from tests.backup_drill import USERS, full_snapshot
+from tests.backup_drill import USERS, corrupt_largest_artifact, full_snapshot
 from tests.e2e.test_local_stack import first_answer, processes_using, stack_local
 from tests.helpers import cli_env, run_cli
 
@@ -147,14 +147,7 @@ def test_local_backup_survives_losing_the_data_folder(
         assert "not empty" in line and "2 runs" in line and "--yes" in line
 
         # One changed byte in the backup: verify and restore name the file; nothing changes.
-        victim = max(
-            (p for p in (backups / backup_id / "artifacts").rglob("*") if p.is_file()),
-            key=lambda p: p.stat().st_size,
-        )
-        data = bytearray(victim.read_bytes())
-        data[len(data) // 2] ^= 0x01
-        victim.write_bytes(bytes(data))
-        key = victim.relative_to(backups / backup_id).as_posix()
+        key = corrupt_largest_artifact(backups / backup_id)
         state = tree_digest(data_dir)
         for args in (("verify", backup_id), ("restore", "--yes", backup_id)):
             failed = stack_backup(*args, data_dir=data_dir, backups=backups)
