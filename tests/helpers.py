@@ -119,6 +119,14 @@ class LoadGenerator:
         with self._lock:
             return {version for _, version in self.answers}
 
+    def wait_until_seen(self, version: str, timeout_s: float = 30) -> None:
+        """Until one of the load's own answers came from ``version`` (serving may have answered
+        another client from it a moment before)."""
+        deadline = time.monotonic() + timeout_s
+        while version not in self.versions_seen():
+            assert time.monotonic() < deadline, f"the load never got version {version}"
+            time.sleep(0.05)
+
 
 def wait_for_version(url: str, version: str, timeout_s: float = 120) -> float:
     """Seconds until serving answers from ``version`` (by its X-Model-Version header). The

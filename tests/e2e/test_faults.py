@@ -177,6 +177,7 @@ def test_bucket_outage_while_serving_degrades_health_not_answers(
             time.sleep(0.2)
         relay.start()  # the bucket is back: serving gets version 2 by itself
         wait_for_version(serving.url, "2", timeout_s=120)
+        load.wait_until_seen("2")
     assert load.failures == []
     assert load.versions_seen() == {"1", "2"}
     assert requests.get(f"{serving.url}/health", timeout=5).json()["status"] == "ok"
