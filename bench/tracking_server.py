@@ -55,6 +55,7 @@ from local_stack.processes import (  # noqa: E402
     start_tracking_server,
     wait_until_up,
 )
+from tests.helpers import CHROMIUM_ARGS  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 ENDPOINTS = ("get", "log", "search")
@@ -294,18 +295,9 @@ def ui_render_s(target: Target, repeats: int, chromium: str) -> list[float]:
     the versions table shows its rows."""
     from playwright.sync_api import sync_playwright
 
-    args = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ]
     times = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=args)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             for _ in range(repeats + 1):  # the first is a warm-up of the browser itself
                 credentials = (

@@ -27,6 +27,18 @@ class CliResult:
         return [line for line in self.stderr.splitlines() if line.startswith("Error:")]
 
 
+# Chromium flags for a closed network: no background calls home, no sandbox as root.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def run_cli(module: str, *args: str, env: Mapping[str, str], timeout: float = 180) -> CliResult:
     """Run ``python -m <module> args`` the way a user runs ``stack-train`` & co."""
     full_env = dict(os.environ) | {"LOG_LEVEL": "WARNING"} | dict(env)

@@ -17,22 +17,12 @@ from mlflow import MlflowClient
 
 from tests.conftest import ServiceFactory
 from tests.e2e.test_security import ADMIN_PASSWORD, PASSWORDS, SERVER_SECRETS, Secured
-from tests.helpers import run_cli, train_and_promote, wait_for_version
+from tests.helpers import CHROMIUM_ARGS, run_cli, train_and_promote, wait_for_version
 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-# Chromium flags for a closed network: no background calls home, no sandbox as root.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
