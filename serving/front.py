@@ -1,5 +1,8 @@
 """nginx in front of the scoring pools: one fixed config, limits, and clean error bodies.
 
+The config is the file ``nginx.conf.template`` beside this module, filled in by :func:`render`
+(so it reads as nginx config, not as Python building strings).
+
 nginx balances over fixed Unix socket paths ("slots"). A blue/green switch never touches nginx:
 the new pool renames its sockets onto the slots (see ``ScoringPool.adopt``), so new connections
 reach it while connections to the old pool finish their requests; a request that meets an old
@@ -19,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import string
 import subprocess
 import threading
 import time
@@ -33,6 +37,8 @@ from stack_common.logs import log_format_from_env
 logger = logging.getLogger(__name__)
 
 ERRORS_JS = Path(__file__).with_name("errors.js")
+# nginx's config with %{name} placeholders, filled in by render().
+NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 
 # "2026/12/01 13:00:00 [warn] 12#12: *5 message": nginx's error log line, level and message.
 _NGINX_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(\w+)\] (.*)$")
@@ -88,21 +94,15 @@ def slot_paths(run_dir: Path, workers: int) -> list[Path]:
     return [run_dir / f"slot-{i}.sock" for i in range(workers)]
 
 
+class NginxTemplate(string.Template):
+    """``%{name}`` placeholders: nginx's own variables are ``$name``, so the template cannot use
+    string.Template's dollar sign without escaping every one of them."""
+
+    delimiter = "%"
+
+
 def render(config: FrontConfig, run_dir: Path, filter_errors: bool) -> str:
-    # max_fails=0: a connection refused by a pool that is stopping must not mark the slot down;
-    # the request is retried on another slot (see proxy_next_upstream).
-    upstreams = "\n".join(
-        f"        server unix:{sock} max_fails=0;" for sock in slot_paths(run_dir, config.workers)
-    )
-    headers = f'add_header X-Model-Alias "{config.alias}" always;'
-    user = "user root;" if os.geteuid() == 0 else ""
-    module = f"load_module {config.njs_module};" if filter_errors else ""
-    js_import = f"js_import errors from {run_dir / 'errors.js'};" if filter_errors else ""
-    js_filters = (
-        "js_header_filter errors.headers;\n            js_body_filter errors.body;"
-        if filter_errors
-        else ""
-    )
+    """nginx's config: the template file filled in; ``substitute`` raises on a missing value."""
     too_large = _json_body(
         "REQUEST_TOO_LARGE",
         f"request body over {config.max_body_mb} MB; send smaller batches "
@@ -112,101 +112,36 @@ def render(config: FrontConfig, run_dir: Path, filter_errors: bool) -> str:
         "MODEL_UNAVAILABLE",
         f"the model did not answer within {config.request_timeout_s}s or is restarting; retry",
     )
-    tmp = run_dir / "tmp"
-    return f"""# Written by serving/front.py; rewritten at every switch of model version.
-{user}
-{module}
-worker_processes {config.workers};
-pid {run_dir / "nginx.pid"};
-error_log stderr warn;
-daemon off;
-events {{
-    worker_connections 2048;
-}}
-http {{
-    access_log off;
-    server_tokens off;
-    default_type application/json;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    client_max_body_size {config.max_body_mb}m;
-    client_body_buffer_size 1m;
-    client_body_timeout {config.request_timeout_s}s;
-    keepalive_timeout 65s;
-    keepalive_requests 100000;
-    tcp_nodelay on;
-    {js_import}
-
-    # One line per answer to /invocations, counted by serving/metrics.py (GET /metrics).
-    log_format stack_invocations '{NGINX_LOG_FORMAT}';
-    map $uri $stack_invocation {{
-        /invocations 1;
-        default 0;
-    }}
-
-    upstream scoring {{
-{upstreams}
-        # No keepalive to the pools: every request connects by path, so the moment a new pool
-        # adopts the slots no request goes to the old one (a Unix connect costs microseconds).
-    }}
-
-    server {{
-        listen {config.host}:{config.port} backlog=1024;
-        access_log {run_dir / ACCESS_LOG} stack_invocations if=$stack_invocation;
-        error_page 413 @too_large;
-        error_page 502 503 504 @unavailable;
-
-        location @too_large {{
-            {headers}
-            return 413 '{too_large}';
-        }}
-        location @unavailable {{
-            {headers}
-            return 503 '{unavailable}';
-        }}
-        location = /served {{
-            {headers}
-            add_header Cache-Control no-store always;
-            alias {run_dir / "served.json"};
-        }}
-        location = /health {{
-            {headers}
-            add_header Cache-Control no-store always;
-            alias {run_dir / "health.json"};
-        }}
-        # Answered by the supervisor, whatever the model is doing; not under the model's
-        # body limit (a scrape sends none) nor counted as a request.
-        location = /metrics {{
-            client_max_body_size 64k;
-            proxy_pass http://unix:{run_dir / METRICS_SOCKET};
-            proxy_read_timeout 30s;
-        }}
-        location / {{
-            {headers}
-            proxy_pass http://scoring;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_read_timeout {config.request_timeout_s}s;
-            proxy_send_timeout {config.request_timeout_s}s;
-            # A prediction is a pure function: retrying it on the pool's other process is safe.
-            proxy_next_upstream error timeout non_idempotent;
-            proxy_next_upstream_tries {max(2, config.workers)};
-            {js_filters}
-        }}
-    }}
-
-    # Internal: nginx's request counters for serving_in_flight_requests.
-    server {{
-        listen unix:{run_dir / STATUS_SOCKET};
-        location = /status {{
-            stub_status;
-        }}
-    }}
-}}
-"""
+    return NginxTemplate(NGINX_TEMPLATE.read_text()).substitute(
+        user_directive="user root;" if os.geteuid() == 0 else "",
+        load_module_directive=f"load_module {config.njs_module};" if filter_errors else "",
+        js_import_directive=(
+            f"js_import errors from {run_dir / 'errors.js'};" if filter_errors else ""
+        ),
+        js_filter_directives=(
+            "js_header_filter errors.headers;\n            js_body_filter errors.body;"
+            if filter_errors
+            else ""
+        ),
+        workers=config.workers,
+        run_dir=run_dir,
+        host=config.host,
+        port=config.port,
+        alias=config.alias,
+        max_body_mb=config.max_body_mb,
+        request_timeout_s=config.request_timeout_s,
+        next_upstream_tries=max(2, config.workers),
+        upstream_servers="\n".join(
+            f"        server unix:{sock} max_fails=0;"
+            for sock in slot_paths(run_dir, config.workers)
+        ),
+        log_format=NGINX_LOG_FORMAT,
+        access_log=run_dir / ACCESS_LOG,
+        metrics_socket=run_dir / METRICS_SOCKET,
+        status_socket=run_dir / STATUS_SOCKET,
+        too_large_body=too_large,
+        unavailable_body=unavailable,
+    )
 
 
 class Front:

@@ -1,0 +1,61 @@
+"""serving/nginx.conf.template, rendered by serving/front.py: every placeholder filled, and a
+config nginx accepts with and without the njs error filter."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from serving.front import NGINX_TEMPLATE, FrontConfig, NginxTemplate, render
+
+NJS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
+
+
+def _front_config(workers: int) -> FrontConfig:
+    return FrontConfig("127.0.0.1", 8080, workers, 10, 60, "production", "nginx", str(NJS_MODULE))
+
+
+def test_template_placeholders_are_well_formed() -> None:
+    """A stray percent sign (``%x`` without braces, ``%{``, ``%-``) would be a placeholder
+    string.Template cannot read; ``is_valid`` finds it before a render does."""
+    template = NginxTemplate(NGINX_TEMPLATE.read_text())
+    assert template.is_valid()
+    assert "run_dir" in template.get_identifiers()
+
+
+@pytest.mark.parametrize("filter_errors", [False, True])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_rendered_config_has_no_unfilled_placeholder(
+    tmp_path: Path, workers: int, filter_errors: bool
+) -> None:
+    conf = render(_front_config(workers), tmp_path, filter_errors)
+    assert not re.findall(r"%\{?[A-Za-z_]\w*", conf)
+    assert conf.count("max_fails=0;") == workers  # one upstream server per slot
+    assert ("js_body_filter" in conf) == filter_errors
+
+
+def test_render_refuses_a_template_value_it_does_not_have(tmp_path: Path, monkeypatch) -> None:
+    """substitute, not safe_substitute: a placeholder without a value fails loudly."""
+    template = tmp_path / "nginx.conf.template"
+    template.write_text(NGINX_TEMPLATE.read_text() + "# %{not_a_value}\n")
+    monkeypatch.setattr("serving.front.NGINX_TEMPLATE", template)
+    with pytest.raises(KeyError, match="not_a_value"):
+        render(_front_config(2), tmp_path, filter_errors=False)
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")
+@pytest.mark.skipif(not NJS_MODULE.is_file(), reason="nginx's njs module not installed")
+def test_nginx_accepts_the_config_with_the_error_filter(tmp_path: Path) -> None:
+    (tmp_path / "tmp").mkdir()
+    shutil.copyfile(Path(NGINX_TEMPLATE).with_name("errors.js"), tmp_path / "errors.js")
+    (tmp_path / "nginx.conf").write_text(render(_front_config(2), tmp_path, filter_errors=True))
+    check = subprocess.run(
+        ["nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
