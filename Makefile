@@ -19,6 +19,7 @@ help:
 	@echo "make backup  back up the local stack into BACKUP_DIR (default backups/); prints the ID"
 	@echo "make restore ID=...  put a backup back (stop the local stack first: make down)"
 	@echo "make lint    ruff (check, format) and mypy"
+	@echo "make docker-images  the four images from the one Dockerfile, without Compose"
 
 $(STAMP): pyproject.toml requirements.lock scripts/install-system-packages.sh
 	bash scripts/install-system-packages.sh $(SYSTEM_PACKAGES_FLAGS)
@@ -79,6 +80,19 @@ lock: $(STAMP)
 lock-checkov: $(CHECKOV_STAMP)
 	@( echo "# Exact pins of checkov, in its own virtualenv (.venv-checkov): its dependencies conflict with the stack's. make lock-checkov regenerates it. Python 3.11."; \
 	   $(CHECKOV_VENV)/bin/python -m pip freeze ) > requirements-checkov.lock
+
+# The four images without Compose: one Dockerfile, a target each, all on its stage `base` (so
+# the dependency layer is built once and shared). Works with the classic builder too
+# (DOCKER_BUILDKIT=0). Offline: PYTHON_IMAGE=local/python:3.11-slim (../shared/DOCKER-OFFLINE.md).
+STACK_IMAGE_TAG ?= local
+PYTHON_IMAGE    ?= python:3.12-slim-trixie
+IMAGE_TARGETS   := trainer serving tracking-server backup
+
+docker-images:
+	@for target in $(IMAGE_TARGETS); do \
+	  docker build --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) --target $$target \
+	    -t mlflow-stack/$$target:$(STACK_IMAGE_TAG) . || exit 1; \
+	done
 
 bench: $(STAMP)
 	bash scripts/install-system-packages.sh --with-test-tools
