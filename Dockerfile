@@ -9,6 +9,8 @@
 # Classic-builder compatible (DOCKER_BUILDKIT=0, no buildx here): no BuildKit-only syntax. The
 # classic builder builds every stage above the target, needed or not, so the stages run from the
 # cheapest to the most expensive; BuildKit (Compose's default) builds only what the target needs.
+# Classic builds running at once do not share a layer none of them found in the cache: with it,
+# build one target at a time (`docker compose --parallel 1 build`, `make docker-images`).
 #
 # One base for all: Debian trixie, pinned, because pg_dump (backup) must be at least the server's
 # major version (Compose runs PostgreSQL 16; trixie's client is 17), and serving's nginx comes from
