@@ -598,9 +598,12 @@ def test_dockerfile_base_image_is_a_build_argument_used_once() -> None:
 def test_every_target_is_built_on_the_shared_base_stage(target: str) -> None:
     """Identical by construction: every target's chain of stages starts at ``base``, so the
     dependency layer is the same layer in every image, not a copy kept alike by hand."""
-    stages = dockerfile_stages()
     assert stage_chain(target)[0] == "base"
-    # Each stage starts FROM one defined above it: the classic builder needs that order.
+
+
+def test_every_stage_but_base_starts_from_a_stage_defined_above_it() -> None:
+    """A FROM naming no earlier stage would pull an image of that name instead."""
+    stages = dockerfile_stages()
     names = list(stages)
     for name, (parent, _) in stages.items():
         if name != "base":
