@@ -362,7 +362,10 @@ def test_monitoring_profile_adds_prometheus_scraping_both_jobs_as_the_scrape_onl
     scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
     assert set(jobs) == {"serving", "tracking-server"}
-    assert jobs["serving"]["static_configs"][0]["targets"] == ["serving:8080"]
+    # Each serving container a target of its own (Compose's DNS gives every replica's address).
+    assert jobs["serving"]["dns_sd_configs"] == [
+        {"names": ["serving"], "type": "A", "port": 8080, "refresh_interval": "10s"}
+    ]
     tracking = jobs["tracking-server"]
     assert tracking["static_configs"][0]["targets"] == ["tracking-server:5000"]
     assert tracking["basic_auth"] == {
