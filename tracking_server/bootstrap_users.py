@@ -9,7 +9,9 @@ server started with ``MLFLOW_AUTH=true``. As the admin (``MLFLOW_AUTH_ADMIN_USER
 2. creates each user of :data:`ROLES` whose password is set (``STACK_<ROLE>_PASSWORD``; name
    ``STACK_<ROLE>_USERNAME``, default the role), or sets the password of one that exists, so
    the environment stays the truth (rotation: change it, run the job again);
-3. grants each user exactly its permissions on the experiment and the model.
+3. grants each user exactly its permissions on the experiment and the model (the scrape-only
+   ``metrics`` user gets none: the tracking server's stack-auth app lets it GET ``/metrics``
+   and nothing else, when started with ``STACK_METRICS_USERNAME`` naming it).
 
 With ``default_permission = NO_PERMISSIONS`` (the launcher's default) a user can do nothing
 else with them. It is idempotent: a second run changes nothing and says so.
@@ -37,8 +39,8 @@ MODEL_DESCRIPTION = "Exam grade (0-100) predicted from study hours."
 
 @dataclass(frozen=True)
 class Role:
-    experiment: str  # permission on the experiment: its runs, logged models and artifacts
-    model: str  # permission on the registered model: its versions and aliases
+    experiment: str | None  # permission on the experiment: its runs, logged models, artifacts
+    model: str | None  # permission on the registered model: its versions and aliases
     does: str
 
 
@@ -48,6 +50,8 @@ ROLES: dict[str, Role] = {
     "trainer": Role("EDIT", "EDIT", "logs runs, registers versions"),
     "promoter": Role("READ", "MANAGE", "reads runs' metrics, moves aliases"),
     "serving": Role("READ", "READ", "reads the alias and downloads the model"),
+    # Prometheus: no permission on anything; tracking_server/stack_auth.py lets it scrape.
+    "metrics": Role(None, None, "reads the tracking server's /metrics, nothing else"),
 }
 
 
@@ -75,8 +79,8 @@ def accounts_from_env(env: Mapping[str, str]) -> list[Account]:
         accounts.append(Account(role, env_str(env, f"{prefix}_USERNAME", role), password))
     if not accounts:
         raise ConfigError(
-            "no user to create: set STACK_TRAINER_PASSWORD, STACK_PROMOTER_PASSWORD and/or "
-            "STACK_SERVING_PASSWORD"
+            "no user to create: set STACK_TRAINER_PASSWORD, STACK_PROMOTER_PASSWORD, "
+            "STACK_SERVING_PASSWORD and/or STACK_METRICS_PASSWORD"
         )
     return accounts
 
@@ -192,14 +196,25 @@ def bootstrap(env: Mapping[str, str] | None = None) -> list[str]:
     for account in accounts:
         role = ROLES[account.role]
         outcome = ensure_user(auth, account)
-        changed = [
-            ensure_permission(auth, account.username, "experiment", experiment_id, role.experiment),
-            ensure_permission(auth, account.username, "registered_model", model_name, role.model),
-        ]
+        if role.experiment is None or role.model is None:
+            changed = [outcome != "exists, password set"]
+            grants = "no permissions"
+        else:
+            changed = [
+                ensure_permission(
+                    auth, account.username, "experiment", experiment_id, role.experiment
+                ),
+                ensure_permission(
+                    auth, account.username, "registered_model", model_name, role.model
+                ),
+            ]
+            grants = (
+                f"experiment {experiment_name!r} {role.experiment}, model {model_name!r} "
+                f"{role.model}"
+            )
         lines.append(
             f"user {account.username!r} ({account.role}: {role.does}): {outcome}; "
-            f"experiment {experiment_name!r} {role.experiment}, model {model_name!r} "
-            f"{role.model}{'' if any(changed) else ' (unchanged)'}"
+            f"{grants}{'' if any(changed) else ' (unchanged)'}"
         )
     return lines
 
@@ -207,10 +222,11 @@ def bootstrap(env: Mapping[str, str] | None = None) -> list[str]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @cli_errors
 def main() -> None:
-    """Create the stack's users (trainer, promoter, serving) and grant their permissions.
+    """Create the stack's users (trainer, promoter, serving, metrics) and grant their permissions.
 
     Needs MLFLOW_TRACKING_URI, MLFLOW_AUTH_ADMIN_USERNAME/_PASSWORD, MODEL_NAME,
-    MLFLOW_EXPERIMENT_NAME and STACK_<ROLE>_USERNAME/_PASSWORD (see .env.example).
+    MLFLOW_EXPERIMENT_NAME and STACK_<ROLE>_USERNAME/_PASSWORD (see .env.example; roles
+    trainer, promoter, serving, metrics).
     """
     setup_logging()
     apply_client_defaults()

@@ -10,6 +10,10 @@ stack needs are finer than that, so this app adds them in front of MLflow's own 
 * **Hard deletes are for admins**: deleting a registered model or a model version destroys
   it and every alias on it for good, so no permission short of admin may do it. Runs and
   experiments keep MLflow's soft delete.
+* **A scrape-only user** (``STACK_METRICS_USERNAME``, unset by default): MLflow has no
+  permission for ``/metrics`` and fails closed, so only admins could scrape it. This user may
+  GET ``/metrics`` and nothing else (403 on every other path but the open ones like
+  ``/health``), so Prometheus never holds the admin's password (docs/monitoring.md).
 
 Everything else is left to MLflow, unchanged. The checks run as a Flask ``before_request``
 hook registered ahead of the one ``mlflow.server.auth.create_app`` adds, on the *view
@@ -75,6 +79,78 @@ class ProtectionSettings(BaseSettings):
             # Aliases compare case-insensitively, like MLflow's reserved 'latest'.
             return frozenset(a.strip().lower() for a in value.split(",") if a.strip())
         return value
+
+
+class ScrapeSettings(BaseSettings):
+    """``STACK_METRICS_USERNAME``: the user Prometheus logs in as (create-users makes it with
+    ``STACK_METRICS_PASSWORD``); unset = nobody but admins reads ``/metrics``."""
+
+    model_config = SettingsConfigDict(env_prefix="STACK_", env_ignore_empty=True, frozen=True)
+
+    metrics_username: str | None = None
+
+
+# The view prometheus-flask-exporter registers for /metrics (MLflow's --expose-prometheus).
+METRICS_ENDPOINT = "prometheus_metrics"
+SCRAPE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def scrape_decision(
+    endpoint: str | None, method: str, path: str, *, unprotected: Callable[[str], bool]
+) -> str:
+    """What the scrape-only user, once its password checked out, gets for this request:
+    ``serve`` (the metrics, past MLflow's fail-closed rule), ``open`` (a path MLflow lets
+    anyone read, e.g. ``/health``: left to MLflow) or ``refuse`` (403)."""
+    if endpoint == METRICS_ENDPOINT and method in SCRAPE_METHODS:
+        return "serve"
+    if unprotected(path):
+        return "open"
+    return "refuse"
+
+
+class ScrapeGate:
+    """The Flask hook of the scrape-only user: its scrape answered here, before MLflow's hook
+    (which would refuse it: no permission covers /metrics); anything else it asks refused.
+
+    Other users' requests pass untouched, and cost one string comparison: the password is
+    checked (MLflow's cached check) only when the Basic credentials name this user.
+    """
+
+    def __init__(self, username: str) -> None:
+        self.username = username
+
+    def before_request(self) -> Any:
+        from flask import current_app, request
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+        from mlflow.server import auth as mlflow_auth
+
+        credentials = request.authorization
+        if credentials is None or credentials.username != self.username:
+            return None
+        if not _authenticated(mlflow_auth.authenticate_request()):
+            return None  # a wrong password: MLflow answers 401 as always
+        decision = scrape_decision(
+            request.endpoint,
+            request.method,
+            request.path,
+            unprotected=mlflow_auth.is_unprotected_route,
+        )
+        if decision == "serve":
+            # Returning a response ends Flask's before_request chain: MLflow's hook is skipped.
+            return current_app.view_functions[METRICS_ENDPOINT]()
+        if decision == "open":
+            return None
+        raise MlflowException(
+            f"Permission denied: {self.username!r} is the scrape-only user: GET /metrics only",
+            error_code=PERMISSION_DENIED,
+        )
+
+
+def _authenticated(authorization: Any) -> bool:
+    from flask import Response
+
+    return authorization is not None and not isinstance(authorization, Response)
 
 
 @dataclass(frozen=True)
@@ -311,6 +387,14 @@ def create_app(app: Any = None) -> Any:
 
     setup_logging(logger_name="tracking_server")
     flask_app = mlflow_flask_app if app is None else app
+    scrape = ScrapeSettings()
+    if scrape.metrics_username:
+        # Ahead of the guard's and basic-auth's hooks: the scrape is answered before them.
+        gate = ScrapeGate(scrape.metrics_username)
+        flask_app.before_request(catch_mlflow_exception(gate.before_request))
+        logging.getLogger("tracking_server").info(
+            "/metrics readable by the scrape-only user %r", scrape.metrics_username
+        )
     settings = ProtectionSettings()
     guard = RegistryGuard(settings.protected_aliases, governed_handlers())
     # Registered before basic-auth's hooks: Flask runs before_request hooks in this order.

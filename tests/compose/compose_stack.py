@@ -29,7 +29,12 @@ OFFLINE_SCALE = "tests/compose/offline-scale.yml"
 COMPOSE_FILES = (BASE, AWS, GCS, SCALE, OFFLINE, OFFLINE_SCALE)
 
 # The stand-in images the offline override names (../shared/docker-offline/build-images.sh).
-STAND_IN_IMAGES = ("local/python:3.11-slim", "local/postgres:15", "local/s3:moto")
+STAND_IN_IMAGES = (
+    "local/python:3.11-slim",
+    "local/postgres:15",
+    "local/s3:moto",
+    "local/prometheus:2",
+)
 SCALE_STAND_IN_IMAGES = (*STAND_IN_IMAGES, "local/haproxy:2.6")
 
 # Secrets and settings a test .env supplies; the tests add ports and names. MLflow's basic auth
@@ -43,6 +48,7 @@ TEST_SECRETS = {
     "STACK_TRAINER_PASSWORD": "test-trainer-secret",
     "STACK_PROMOTER_PASSWORD": "test-promoter-secret",
     "STACK_SERVING_PASSWORD": "test-serving-secret",
+    "STACK_METRICS_PASSWORD": "test-metrics-secret",
     # Images the tests build are tagged apart from a developer's (and from another checkout's
     # test run on the same engine: STACK_TEST_IMAGE_TAG).
     "STACK_IMAGE_TAG": os.environ.get("STACK_TEST_IMAGE_TAG", "test"),
@@ -139,17 +145,20 @@ class ComposeProject:
         project: str,
         env_file: Path,
         files: Sequence[str] = (BASE,),
+        profiles: Sequence[str] = (),
     ) -> None:
         self.project = project
         self.env_file = env_file
         self.files = tuple(files)
+        # On for every command (up, down, logs...): e.g. "monitoring" adds Prometheus.
+        self.profiles = tuple(profiles)
         self.timings: dict[str, float] = {}
 
     def command(self, *args: str, profiles: Sequence[str] = ()) -> list[str]:
         cmd = ["docker", "compose", "-p", self.project, "--env-file", str(self.env_file)]
         for name in self.files:
             cmd += ["-f", name]
-        for profile in profiles:
+        for profile in dict.fromkeys((*self.profiles, *profiles)):
             cmd += ["--profile", profile]
         return [*cmd, *args]
 

@@ -74,8 +74,8 @@ CLIENTS = ("trainer", "promoter", "serving")
 needs_compose = pytest.mark.usefixtures("compose_cli")
 
 
-def resolved(files: tuple[str, ...], env_file: Path) -> dict:
-    return ComposeProject("stackconfig", env_file, files).config()
+def resolved(files: tuple[str, ...], env_file: Path, profiles: tuple[str, ...] = ()) -> dict:
+    return ComposeProject("stackconfig", env_file, files, profiles).config()
 
 
 @pytest.fixture
@@ -424,6 +424,62 @@ def test_scale_overlay_puts_three_of_each_stateless_service_behind_the_balancer(
     assert "balancer" not in resolved((BASE, OFFLINE), env_file())["services"]
 
 
+@needs_compose
+def test_monitoring_profile_adds_prometheus_scraping_both_jobs_as_the_scrape_only_user(
+    env_file,
+) -> None:
+    """COMPOSE_PROFILES=monitoring: a pinned Prometheus 2 on loopback with a healthcheck, the
+    repo's config and rules mounted read-only, the scrape user's password as a file only it
+    reads; the tracking server lets that user read /metrics; nothing else changes."""
+    import yaml
+
+    plain = resolved((BASE,), env_file())["services"]
+    assert "prometheus" not in plain  # not without the profile
+    services = resolved((BASE,), env_file(PROMETHEUS_PORT="19090"), ("monitoring",))["services"]
+    prometheus = services["prometheus"]
+    assert re.fullmatch(r"prom/prometheus:v2\.\d+\.\d+", prometheus["image"])
+    assert prometheus["profiles"] == ["monitoring"]
+    assert prometheus["restart"] == "unless-stopped"
+    assert "/-/ready" in " ".join(prometheus["healthcheck"]["test"])
+    [port] = prometheus["ports"]
+    assert (port["host_ip"], port["published"], port["target"]) == ("127.0.0.1", "19090", 9090)
+    config_mount = next(v for v in prometheus["volumes"] if v["type"] == "bind")
+    assert Path(config_mount["source"]) == ROOT / "deploy" / "prometheus"
+    assert config_mount["read_only"] is True
+    config_file = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    assert config_file == f"--config.file={config_mount['target']}/prometheus.yml"
+    assert prometheus["cap_drop"] == ["ALL"]
+
+    # The password: an environment secret mounted as a file for Prometheus' user alone, and
+    # the same value create-users gives the scrape user; no other password reaches Prometheus.
+    [secret] = prometheus["secrets"]
+    assert (secret["uid"], secret["mode"]) == ("65534", "0400")
+    config = ComposeProject("stackconfig", env_file(), (BASE,), ("monitoring",)).config()
+    assert config["secrets"][secret["source"]]["environment"] == "STACK_METRICS_PASSWORD"
+    assert "environment" not in prometheus
+    users = services["create-users"]["environment"]
+    assert users["STACK_METRICS_PASSWORD"] == TEST_SECRETS["STACK_METRICS_PASSWORD"]
+    scrape_user = users["STACK_METRICS_USERNAME"]
+    assert services["tracking-server"]["environment"]["STACK_METRICS_USERNAME"] == scrape_user
+
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    assert set(jobs) == {"serving", "tracking-server"}
+    # Each serving container a target of its own (Compose's DNS gives every replica's address).
+    assert jobs["serving"]["dns_sd_configs"] == [
+        {"names": ["serving"], "type": "A", "port": 8080, "refresh_interval": "10s"}
+    ]
+    tracking = jobs["tracking-server"]
+    assert tracking["static_configs"][0]["targets"] == ["tracking-server:5000"]
+    assert tracking["basic_auth"] == {
+        "username": scrape_user,
+        "password_file": secret["target"],
+    }
+
+    offline = resolved((BASE, OFFLINE), env_file(), ("monitoring",))["services"]
+    assert offline["prometheus"]["image"] == "local/prometheus:2"
+
+
 MISSING = [
     ("base", "POSTGRES_PASSWORD"),
     ("base", "MINIO_ROOT_USER"),
@@ -433,6 +489,7 @@ MISSING = [
     ("base", "STACK_TRAINER_PASSWORD"),
     ("base", "STACK_PROMOTER_PASSWORD"),
     ("base", "STACK_SERVING_PASSWORD"),
+    ("base", "STACK_METRICS_PASSWORD"),
     ("aws", "MLFLOW_AUTH_ADMIN_PASSWORD"),
     ("aws", "ARTIFACTS_BUCKET"),
     ("aws", "AWS_DEFAULT_REGION"),

@@ -20,6 +20,12 @@ user, serving's user may not move an alias or write a run (403), the users and t
 live in PostgreSQL and survive the restart, and our containers cannot write their root
 filesystem.
 
+Watched (docs/monitoring.md): the stack runs with the ``monitoring`` profile, and its real
+Prometheus scrapes both jobs (``up`` = 1, the tracking server as the scrape-only user); after N
+predictions the PromQL sum of ``serving_requests_total`` for the served version rose by exactly
+N; the switch to version 2 shows in ``serving_model_info`` and ``serving_model_switches_total``;
+every query of the Grafana dashboard (deploy/grafana/) returns data.
+
 Here it runs on the offline stand-ins (tests/compose/offline.yml). Their S3 store (moto) keeps
 objects in memory, so after the restart the bucket is new and empty: the restart checks what
 PostgreSQL and the serving cache volume keep. Against real MinIO (STACK_COMPOSE_OVERRIDE="" on
@@ -38,9 +44,11 @@ from pathlib import Path
 import pytest
 import requests
 from compose_stack import BASE, OFFLINE, TEST_SECRETS, ComposeProject, write_env_file
+from prometheus_client.parser import text_string_to_metric_families
 
 from local_stack.processes import free_port
 from tests.backup_drill import corrupt_largest_artifact, full_snapshot
+from tests.monitoring import DASHBOARD, Prometheus, dashboard_queries, has_data
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
@@ -68,6 +76,7 @@ modes = [oct(os.stat(p).st_mode & 0o777) for p in glob.glob("/tmp/mlflow-basic-a
 print(json.dumps({"root": root, "uid": os.getuid(), "ini_modes": modes}))
 """
 PROMOTION_WAIT_S = 120.0
+SCRAPE_INTERVAL_S = 5.0  # deploy/prometheus/prometheus.yml
 BACKUP_UID = 10001  # the backup image's user, when the tests run as root
 
 
@@ -127,9 +136,10 @@ def stack(tmp_path: Path) -> ComposeProject:
             "MLFLOW_EXPERIMENT_NAME": f"compose-{name}",
             "MLFLOW_UI_PORT": str(free_port()),
             "SERVING_API_PORT": str(free_port()),
+            "PROMETHEUS_PORT": str(free_port()),
         },
     )
-    return ComposeProject(f"stacktest{name}", env_file, files)
+    return ComposeProject(f"stacktest{name}", env_file, files, profiles=("monitoring",))
 
 
 def settings_of(stack: ComposeProject) -> dict[str, str]:
@@ -197,6 +207,71 @@ def backup_folder(stack: ComposeProject, tmp_path: Path) -> Path:
     return folder
 
 
+def served_by_serving(port: int, model: str, version: str) -> float:
+    """serving's own count of the answers ``version`` gave, from its /metrics."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "serving_requests_total"
+        and (sample.labels.get("model"), sample.labels.get("version")) == (model, version)
+    )
+
+
+def check_both_jobs_scraped(prometheus: Prometheus) -> None:
+    """``up`` = 1: serving answered, and the tracking server let the scrape-only user in."""
+    for job in ("serving", "tracking-server"):
+        query = f'up{{job="{job}"}}'
+        prometheus.wait(f"{query} == 1", lambda query=query: prometheus.value(query) == 1.0)
+
+
+def check_exact_count(
+    prometheus: Prometheus, port: int, model: str, version: str, predictions: int
+) -> None:
+    """After N predictions, the PromQL sum for the served version rose by exactly N."""
+    served = f'sum(serving_requests_total{{job="serving", model="{model}", version="{version}"}})'
+    time.sleep(1)  # nginx logs an answer just after sending it
+    before = served_by_serving(port, model, version)
+    prometheus.wait(f"{served} == {before:g}", lambda: prometheus.value(served) == before)
+    for i in range(predictions):
+        assert invoke(port, i % 10).headers["X-Model-Version"] == version
+    after = before + predictions
+    prometheus.wait(f"{served} == {after:g}", lambda: prometheus.value(served) == after)
+    time.sleep(3 * SCRAPE_INTERVAL_S)  # more scrapes: nothing counted twice
+    assert prometheus.value(served) == after
+
+
+def check_switch_seen(prometheus: Prometheus, model: str, version: str, switched: float) -> None:
+    """The new version is the only one in serving_model_info; one more switch counted."""
+    info = f'serving_model_info{{job="serving", model="{model}", alias="production"}} == 1'
+    prometheus.wait(
+        f"{info}: version {version} alone",
+        lambda: [s["metric"]["version"] for s in prometheus.query(info)] == [version],
+    )
+    switches = 'sum(serving_model_switches_total{job="serving", result="switched"})'
+    prometheus.wait(
+        f"{switches} == {switched + 1:g}", lambda: prometheus.value(switches) == switched + 1
+    )
+    rejected = 'sum(serving_model_switches_total{job="serving", result="rejected"})'
+    assert prometheus.value(rejected) == 0
+
+
+def check_dashboard_queries(prometheus: Prometheus, port: int) -> None:
+    """Every query of the Grafana dashboard returns data from the real Prometheus."""
+    queries = dashboard_queries(json.loads(DASHBOARD.read_text()))
+    assert len(queries) >= 10
+    for i in range(20):  # traffic inside every rate window
+        invoke(port, i % 10)
+    for query in queries:
+        prometheus.wait(
+            f"data for panel {query.panel!r} ({query.ref}: {query.promql()})",
+            lambda query=query: has_data(prometheus.query(query.promql())),
+            timeout_s=90,
+            every_s=2,
+        )
+
+
 def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("Error:")]
 
@@ -241,6 +316,7 @@ def test_compose_stack_trains_promotes_serves_survives_a_restart_and_restores_a_
     settings = settings_of(stack)
     ui_port, serving_port = int(settings["MLFLOW_UI_PORT"]), int(settings["SERVING_API_PORT"])
     ui = f"http://127.0.0.1:{ui_port}"
+    prometheus = Prometheus(f"http://127.0.0.1:{settings['PROMETHEUS_PORT']}")
     model = settings["MODEL_NAME"]
     in_memory_bucket = OFFLINE in stack.files
     # This test's own MLflow client reads the registry as the admin.
@@ -272,12 +348,25 @@ def test_compose_stack_trains_promotes_serves_survives_a_restart_and_restores_a_
         assert 0 <= grade <= 100
         assert predict(serving_port, 8) >= predict(serving_port, 2)
 
+        # Prometheus (profile monitoring) scrapes both jobs and counts every prediction once.
+        started = time.monotonic()
+        check_both_jobs_scraped(prometheus)
+        check_exact_count(prometheus, serving_port, model, "1", predictions=37)
+        switched = 'sum(serving_model_switches_total{job="serving", result="switched"})'
+        switched_before = prometheus.value(switched)
+        assert switched_before is not None
+        stack.timings["prometheus checks (v1)"] = time.monotonic() - started
+
         # A second version, promoted: serving follows the alias without a restart.
         stack.run("run", "--rm", "-T", "trainer", step="run trainer (v2)")
         stack.run("run", "--rm", "-T", "promoter", "promote", step="promote v2")
         started = time.monotonic()
         assert 0 <= wait_for_version(serving_port, "2", PROMOTION_WAIT_S) <= 100
         stack.timings["serving switches to v2"] = time.monotonic() - started
+        started = time.monotonic()
+        check_switch_seen(prometheus, model, "2", switched_before)
+        check_dashboard_queries(prometheus, serving_port)
+        stack.timings["prometheus checks (v2, dashboard)"] = time.monotonic() - started
 
         # The artifacts went to the bucket through the tracking server's proxy.
         keys = bucket_keys(stack)

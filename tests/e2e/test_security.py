@@ -34,10 +34,13 @@ PASSWORDS = {
     "promoter": "promoter-e2e-secret",
     "serving": "serving-e2e-secret",
 }
+# The scrape-only user (Prometheus): made by create-users, named to the server.
+METRICS_PASSWORD = "metrics-e2e-secret"
 SERVER_SECRETS = {
     "MLFLOW_AUTH": "true",
     "MLFLOW_FLASK_SERVER_SECRET_KEY": "e2e-flask-secret-key",
     "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    "STACK_METRICS_USERNAME": "metrics",
 }
 
 
@@ -67,7 +70,7 @@ class Secured:
     def bootstrap_env(self) -> dict[str, str]:
         env = cli_env(self.url, self.model, MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD)
         env |= {f"STACK_{user.upper()}_PASSWORD": pw for user, pw in PASSWORDS.items()}
-        return env
+        return env | {"STACK_METRICS_PASSWORD": METRICS_PASSWORD}
 
     def experiment_id(self) -> str:
         found = requests.get(
@@ -96,7 +99,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         secured = Secured(service.url, f"test-{uuid.uuid4().hex[:10]}", root, scratch)
         created = run_cli("tracking_server.bootstrap_users", env=secured.bootstrap_env())
         assert created.code == 0, created.stderr
-        assert len(created.stdout.splitlines()) == 3, created.stdout
+        assert len(created.stdout.splitlines()) == 4, created.stdout
         yield secured
     finally:
         service.stop()
@@ -144,10 +147,10 @@ def test_nobody_gets_in_without_the_right_password(secured: Secured) -> None:
     assert ADMIN_PASSWORD not in ini.read_text()
 
 
-def test_metrics_are_for_the_admin_only(secured: Secured) -> None:
+def test_metrics_are_for_the_admin_and_the_scrape_only_user(secured: Secured) -> None:
     """MLflow's /metrics (docs/monitoring.md) is behind basic auth, and MLflow's fail-closed
-    rule (no permission is defined for the path) leaves it to the admin: a scraper needs the
-    admin's login until a rule of our own lets another user read it."""
+    rule (no permission is defined for the path) leaves it to the admin; the stack-auth app
+    adds the scrape-only user (STACK_METRICS_USERNAME), who may read it and nothing else."""
     metrics = f"{secured.url}/metrics"
     assert requests.get(metrics, timeout=10).status_code == 401
     as_serving = requests.get(metrics, auth=("serving", PASSWORDS["serving"]), timeout=10)
@@ -155,6 +158,20 @@ def test_metrics_are_for_the_admin_only(secured: Secured) -> None:
     scraped = requests.get(metrics, auth=("admin", ADMIN_PASSWORD), timeout=10)
     assert scraped.status_code == 200
     assert "mlflow_http_request_total" in scraped.text
+
+    scraper = ("metrics", METRICS_PASSWORD)
+    by_scraper = requests.get(metrics, auth=scraper, timeout=10)
+    assert by_scraper.status_code == 200, by_scraper.text
+    assert "mlflow_http_request_total" in by_scraper.text
+    assert (
+        requests.get(metrics, auth=("metrics", "not-the-password"), timeout=10).status_code == 401
+    )
+    assert requests.post(metrics, auth=scraper, timeout=10).status_code in (403, 405)
+    for path in ("experiments/search?max_results=1", "registered-models/search"):
+        refused = requests.get(secured.api(path), auth=scraper, timeout=10)
+        assert refused.status_code == 403, (path, refused.text)
+        assert "scrape-only" in refused.json()["message"]
+    assert requests.get(f"{secured.url}/health", auth=scraper, timeout=10).status_code == 200
 
 
 def test_serving_reads_the_model_but_cannot_move_aliases_or_write_runs(secured: Secured) -> None:
@@ -199,7 +216,7 @@ def test_create_users_runs_again_without_changing_anything(secured: Secured) -> 
     again = run_cli("tracking_server.bootstrap_users", env=secured.bootstrap_env())
     assert again.code == 0, again.stderr
     lines = again.stdout.splitlines()
-    assert len(lines) == 3 and all("exists" in ln and "(unchanged)" in ln for ln in lines), lines
+    assert len(lines) == 4 and all("exists" in ln and "(unchanged)" in ln for ln in lines), lines
 
 
 def test_trainer_registers_promoter_promotes_and_serving_follows(

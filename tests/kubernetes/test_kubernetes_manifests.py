@@ -346,3 +346,43 @@ def test_kubernetes_tools_are_here() -> None:
         ["kubectl", "version", "--client"], capture_output=True, text=True, timeout=30
     )
     assert version.returncode == 0, version.stderr
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_kubernetes_serving_and_tracking_server_can_be_scraped_by_prometheus(
+    manifests: dict[str, Rendered], name: str
+) -> None:
+    """Scrape annotations on both pod templates name a container port and /metrics; the
+    NetworkPolicies let a Prometheus in another namespace reach that port; the tracking server
+    names its scrape-only user and create-users may make it (docs/monitoring.md#kubernetes)."""
+    objects = manifests[name]
+    policies = objects.of_kind("NetworkPolicy")
+    for workload in SCALED:
+        template = objects.get("Deployment", workload)["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", workload
+        assert annotations["prometheus.io/path"] == "/metrics", workload
+        port = int(annotations["prometheus.io/port"])
+        [container] = template["spec"]["containers"]
+        assert port in [p["containerPort"] for p in container["ports"]], workload
+        labels = template["metadata"]["labels"]
+        # Some policy selecting these pods lets any namespace in on that port.
+        open_to_scrapers = [
+            rule
+            for policy in policies
+            if all(
+                labels.get(k) == v
+                for k, v in policy["spec"]["podSelector"].get("matchLabels", {}).items()
+            )
+            and policy["spec"]["podSelector"]
+            for rule in policy["spec"].get("ingress", [])
+            if "from" not in rule and any(p["port"] == port for p in rule.get("ports", []))
+        ]
+        assert open_to_scrapers, f"{workload}: no ingress on {port} for a scraper"
+    [server] = objects.get("Deployment", "tracking-server")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert env_of(server)["STACK_METRICS_USERNAME"]["value"] == "metrics"
+    [users] = objects.get("Job", "create-users")["spec"]["template"]["spec"]["containers"]
+    secret = env_of(users)["STACK_METRICS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert secret["key"] == "STACK_METRICS_PASSWORD" and secret["optional"] is True

@@ -129,6 +129,10 @@ def test_users_come_from_the_environment_with_their_role_as_default_name() -> No
     ]
     assert ROLES["serving"].model == "READ" and ROLES["serving"].experiment == "READ"
     assert ROLES["promoter"].model == "MANAGE"
+    # Prometheus' user: no grant at all (stack-auth lets it read /metrics only).
+    assert ROLES["metrics"].model is None and ROLES["metrics"].experiment is None
+    scraper = accounts_from_env({"STACK_METRICS_PASSWORD": "metrics-password-1"})
+    assert [(a.role, a.username) for a in scraper] == [("metrics", "metrics")]
 
 
 @pytest.mark.parametrize(

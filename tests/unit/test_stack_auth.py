@@ -15,12 +15,15 @@ import pytest
 from stack_common.logs import JsonFormatter
 from tracking_server.stack_auth import (
     GOVERNED_METHODS,
+    METRICS_ENDPOINT,
     Action,
     Attempt,
     ProtectionSettings,
+    ScrapeSettings,
     audit,
     governed_handlers,
     refusal,
+    scrape_decision,
     single_flight,
 )
 
@@ -151,3 +154,41 @@ def test_a_wrong_password_is_checked_every_time_and_never_let_in() -> None:
     assert answers == [None] * 4
     assert fake.checks == 4
     assert check("trainer", "right") == "trainer"
+
+
+def test_the_scrape_only_user_reads_metrics_and_nothing_else() -> None:
+    def open_paths(path: str) -> bool:
+        return path == "/health"
+
+    def decide_scrape(endpoint: str | None, method: str, path: str) -> str:
+        return scrape_decision(endpoint, method, path, unprotected=open_paths)
+
+    assert decide_scrape(METRICS_ENDPOINT, "GET", "/metrics") == "serve"
+    assert decide_scrape(METRICS_ENDPOINT, "HEAD", "/metrics") == "serve"
+    assert decide_scrape(METRICS_ENDPOINT, "POST", "/metrics") == "refuse"
+    assert decide_scrape(None, "POST", "/metrics") == "refuse"  # Flask: method not allowed
+    assert decide_scrape("search_experiments", "GET", "/api/2.0/mlflow/experiments/search") == (
+        "refuse"
+    )
+    assert decide_scrape("health", "GET", "/health") == "open"  # MLflow's, as for anyone
+
+
+def test_the_metrics_endpoint_is_the_one_mlflows_exporter_registers(tmp_path, monkeypatch) -> None:
+    """The gate serves the view prometheus-flask-exporter names; a rename must fail here."""
+    from flask import Flask
+    from mlflow.server.prometheus_exporter import activate_prometheus_exporter
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    app = Flask("probe")
+    activate_prometheus_exporter(app)
+    [rule] = [r for r in app.url_map.iter_rules() if r.rule == "/metrics"]
+    assert rule.endpoint == METRICS_ENDPOINT
+
+
+def test_the_scrape_only_user_is_off_unless_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STACK_METRICS_USERNAME", raising=False)
+    assert ScrapeSettings().metrics_username is None
+    monkeypatch.setenv("STACK_METRICS_USERNAME", "")
+    assert ScrapeSettings().metrics_username is None
+    monkeypatch.setenv("STACK_METRICS_USERNAME", "prometheus")
+    assert ScrapeSettings().metrics_username == "prometheus"
