@@ -2,11 +2,10 @@
 
 Each service has one class (``tracking_server/settings.py``, ``serving/settings.py``,
 ``training/settings.py``, ``promotion/settings.py``, ``backup/settings.py``,
-``local_stack/settings.py``; the tracking server's two jobs have small ones beside them). A
-field is an environment variable when it has one (``env("NAME", default)``, the variable's name
-exactly as in ``.env.example``); fields without a name are worked out from the others and never
-read from the environment. ``tests/unit/test_env_example.py`` checks ``.env.example`` against
-these classes.
+``local_stack/settings.py``; the tracking server's two jobs have small ones beside them). Every
+field is one environment variable (``env("NAME", default)``, the name exactly as in
+``.env.example``); values worked out from several variables are properties.
+``tests/unit/test_env_example.py`` checks ``.env.example`` against these classes.
 
 Rules shared by every class:
 
@@ -58,7 +57,7 @@ UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
 
 
 def env_name(field: FieldInfo) -> str | None:
-    """The environment variable a field is read from; None for a derived field."""
+    """The environment variable a field is read from (None: not one of ours)."""
     alias = field.validation_alias
     return alias if isinstance(alias, str) else None
 
@@ -168,16 +167,13 @@ def describe(cls: type[BaseSettings], exc: ValidationError) -> str:
     ctx = error.get("ctx", {})
     if kind == "bool_parsing":
         return f"{name}={raw!r} is not a boolean; set it to true or false"
+    fix = f"; set it to e.g. {example}" if example != "" else "; fix it or unset it (default)"
     if kind in _PROBLEMS:
-        fix = f"; set it to e.g. {example}" if example != "" else "; fix it or unset it"
         return f"{name}={raw!r} {_PROBLEMS[kind]}{fix}"
     if kind in ("greater_than_equal", "greater_than"):
-        bound = ctx.get("ge", ctx.get("gt"))
-        fix = f"; set it to e.g. {example}" if example != "" else ""
-        return f"{name}={raw} is below {bound}{fix}"
+        return f"{name}={raw} is below {ctx.get('ge', ctx.get('gt'))}{fix}"
     if kind in ("less_than_equal", "less_than"):
-        bound = ctx.get("le", ctx.get("lt"))
-        return f"{name}={raw} is above {bound}; set it to e.g. {example}"
+        return f"{name}={raw} is above {ctx.get('le', ctx.get('lt'))}{fix}"
     if kind == "literal_error":
         return f"{name}={raw!r} is not allowed; use one of {ctx.get('expected', '')}"
     message = " ".join(str(error["msg"]).split())
