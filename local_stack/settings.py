@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from stack_common.settings import (
     DEFAULT_MODEL_NAME,
     DEFAULT_SERVING_PORT,
     DEFAULT_TRACKING_PORT,
-    ResolvedPath,
-    StackSettings,
+    DataDirSettings,
     env,
 )
 
 
-class LocalStackSettings(StackSettings):
+class LocalStackSettings(DataDirSettings):
     """What ``stack-local`` itself reads; the processes it starts read their own settings from
     the environment it passes on (tracking_server/settings.py, serving/settings.py)."""
 
-    stack_data_dir: ResolvedPath = env("STACK_DATA_DIR", Path(".stack"))
     model_name: str = env("MODEL_NAME", DEFAULT_MODEL_NAME)
     # `up`: the UI's and serving's ports (the demo picks free ones).
     ui_port: int = env("MLFLOW_PORT", DEFAULT_TRACKING_PORT, ge=1)
     serving_port: int = env("SERVING_PORT", DEFAULT_SERVING_PORT, ge=1)
-
-    @property
-    def data_dir(self) -> Path:
-        return self.stack_data_dir

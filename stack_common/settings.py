@@ -130,18 +130,23 @@ class StackSettings(BaseSettings):
         }
 
 
-class ClientSettings(StackSettings):
-    """What every client of the tracking server reads (trainer, promotion, serving, users job)."""
+class DataDirSettings(StackSettings):
+    """The one folder that holds the local stack's state (database, artifacts, caches, logs)."""
 
     stack_data_dir: ResolvedPath = env("STACK_DATA_DIR", Path(".stack"))
-    tracking_uri: str = env("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
-    model_name: str = env("MODEL_NAME", DEFAULT_MODEL_NAME)
-    # How long a client waits for the tracking server before failing with one clear line.
-    server_wait_s: float = env("SERVER_WAIT_SECONDS", 30.0, ge=0)
 
     @property
     def data_dir(self) -> Path:
         return self.stack_data_dir
+
+
+class ClientSettings(DataDirSettings):
+    """What every client of the tracking server reads (trainer, promotion, serving, users job)."""
+
+    tracking_uri: str = env("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    model_name: str = env("MODEL_NAME", DEFAULT_MODEL_NAME)
+    # How long a client waits for the tracking server before failing with one clear line.
+    server_wait_s: float = env("SERVER_WAIT_SECONDS", 30.0, ge=0)
 
 
 _PROBLEMS = {

@@ -17,7 +17,7 @@ from stack_common.errors import ConfigError
 from stack_common.settings import (
     DEFAULT_ADMIN_USERNAME,
     DEFAULT_TRACKING_PORT,
-    ResolvedPath,
+    DataDirSettings,
     StackSettings,
     env,
 )
@@ -48,11 +48,10 @@ def _artifacts_in_data_dir(data: dict[str, Any]) -> str:
     return str(data["stack_data_dir"] / "artifacts")
 
 
-class StoreSettings(StackSettings):
+class StoreSettings(DataDirSettings):
     """Where the tracking server keeps its state: shared with stack-backup, which reads the
     same stores (backup/settings.py)."""
 
-    stack_data_dir: ResolvedPath = env("STACK_DATA_DIR", Path(".stack"))
     backend_store_uri: str = env("MLFLOW_BACKEND_STORE_URI", default_factory=_sqlite_in_data_dir)
     artifacts_destination: str = env(
         "MLFLOW_ARTIFACTS_DESTINATION", default_factory=_artifacts_in_data_dir
@@ -62,10 +61,6 @@ class StoreSettings(StackSettings):
     # S3-compatible stores (MinIO): the endpoint, with its scheme. MLflow's S3 client reads it
     # from the environment itself; only checked here.
     s3_endpoint_url: str | None = env("MLFLOW_S3_ENDPOINT_URL", None)
-
-    @property
-    def data_dir(self) -> Path:
-        return self.stack_data_dir
 
     @property
     def auth_database_uri(self) -> str:
