@@ -113,6 +113,16 @@ def test_every_empty_variable_means_unset(cls: type[StackSettings], blank: str) 
     assert cls.from_env(blanks) == cls.from_env({})
 
 
+def test_the_users_jobs_empty_variables_mean_unset() -> None:
+    # Its check needs the admin's password and one user: the other variables blank.
+    needed = {
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123",
+        "STACK_TRAINER_PASSWORD": "t" * 12,
+    }
+    blanks = dict.fromkeys(UsersSettings.env_names().values(), "") | needed
+    assert UsersSettings.from_env(blanks) == UsersSettings.from_env(needed)
+
+
 def test_every_field_is_an_environment_variable() -> None:
     for cls in [*CLASSES, UsersSettings]:
         assert set(cls.env_names()) == set(cls.model_fields), cls.__name__
