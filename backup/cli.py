@@ -8,10 +8,9 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import click
-from pydantic import ValidationError
 
 from backup.settings import BackupSettings
-from stack_common.errors import ConfigError, cli_errors, one_line
+from stack_common.errors import cli_errors
 from stack_common.logs import setup_logging
 
 P = ParamSpec("P")
@@ -19,12 +18,7 @@ R = TypeVar("R")
 
 
 def _settings() -> BackupSettings:
-    try:
-        return BackupSettings().validate_all()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]).upper() if first["loc"] else "a setting"
-        raise ConfigError(f"{name}: {one_line(first['msg'], 160)}; fix it in .env") from None
+    return BackupSettings.from_env()
 
 
 def file_errors(func: Callable[P, R]) -> Callable[P, R]:

@@ -6,54 +6,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stack_common.errors import ConfigError
+from stack_common.settings import env
+from tracking_server.settings import StoreSettings
 
 _URI_SCHEMES = ("s3://", "gs://", "file://")
 
 
-class BackupSettings(BaseSettings):
-    """Read once from the environment; empty variables count as unset (``.env`` templates)."""
+class BackupSettings(StoreSettings):
+    """``stack-backup``: the tracking server's stores (StoreSettings, the same variables and
+    defaults), the PostgreSQL client tools, and where backups go."""
 
-    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
-
-    # Where the stack keeps its state: defaults of the local stack (tracking_server/settings.py).
-    stack_data_dir: Path = Path(".stack")
-    mlflow_backend_store_uri: str | None = None
-    mlflow_artifacts_destination: str | None = None
-    mlflow_auth_database_uri: str | None = None
     # libpq reads it too; here it reaches pg_dump/pg_restore's environment only, never argv.
-    pgpassword: SecretStr | None = None
-    # Only validated here: MLflow's S3 client reads it from the environment itself.
-    mlflow_s3_endpoint_url: str | None = None
+    pgpassword: SecretStr | None = env("PGPASSWORD", None)
     # Where backups go: a folder on the host (default ./backups), or a bucket/folder URI.
-    backup_dir: Path = Path("backups")
-    backup_uri: str | None = None
+    backup_dir: Path = env("BACKUP_DIR", Path("backups"))
+    backup_uri: str | None = env("BACKUP_URI", None)
     # The PostgreSQL client tools (their major version must be >= the server's).
-    pg_dump: str = "pg_dump"
-    pg_restore: str = "pg_restore"
-    psql: str = "psql"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.stack_data_dir.expanduser().resolve()
-
-    @property
-    def backend_store_uri(self) -> str:
-        return self.mlflow_backend_store_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
-
-    @property
-    def artifacts_destination(self) -> str:
-        return self.mlflow_artifacts_destination or str(self.data_dir / "artifacts")
-
-    @property
-    def auth_database_uri(self) -> str:
-        from tracking_server.auth import default_database_uri
-
-        return self.mlflow_auth_database_uri or default_database_uri(
-            self.backend_store_uri, self.data_dir
-        )
+    pg_dump: str = env("PG_DUMP", "pg_dump")
+    pg_restore: str = env("PG_RESTORE", "pg_restore")
+    psql: str = env("PSQL", "psql")
 
     @property
     def target(self) -> str:
@@ -62,7 +35,7 @@ class BackupSettings(BaseSettings):
             return self.backup_uri.rstrip("/")
         return str(self.backup_dir.expanduser().resolve())
 
-    def validate_all(self) -> BackupSettings:
+    def check(self) -> None:
         backend = self.backend_store_uri
         if not backend.startswith(("sqlite", "postgresql")):
             raise ConfigError(
@@ -80,10 +53,9 @@ class BackupSettings(BaseSettings):
                 f"MLFLOW_ARTIFACTS_DESTINATION={dest!r} is not supported; use a folder, "
                 "s3://bucket/prefix or gs://bucket/prefix"
             )
-        endpoint = self.mlflow_s3_endpoint_url
+        endpoint = self.s3_endpoint_url
         if endpoint and "://" not in endpoint:
             raise ConfigError(
                 f"MLFLOW_S3_ENDPOINT_URL={endpoint!r} has no scheme; set it to a URL such as "
                 "http://minio:9000"
             )
-        return self

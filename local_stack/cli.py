@@ -14,7 +14,7 @@ from local_stack.processes import (
     stop_group,
     wait_until_up,
 )
-from stack_common.env import data_dir, default_model_name, env_int
+from local_stack.settings import LocalStackSettings
 from stack_common.errors import cli_errors
 from stack_common.logs import setup_logging
 
@@ -34,23 +34,25 @@ def cli() -> None:
 def demo() -> None:
     """Start, train, register, promote, serve, predict, stop: the whole story."""
     from local_stack.demo import run_demo
+    from promotion.settings import PromotionSettings
     from stack_common.tracking import apply_client_defaults
 
+    settings = LocalStackSettings.from_env()
+    promoted_by = PromotionSettings.from_env().promoted_by  # PROMOTED_BY, as stack-registry's
     apply_client_defaults()
-    run_demo(data_dir(), default_model_name(os.environ))
+    run_demo(settings.data_dir, settings.model_name, promoted_by=promoted_by)
 
 
 @cli.command()
 @cli_errors
 def up() -> None:
     """Start the tracking server (UI) and serving in the background."""
-    root = data_dir()
+    settings = LocalStackSettings.from_env()
+    root = settings.data_dir
     state = _state_file(root)
     if state.exists():
         raise click.ClickException(f"the local stack already runs ({state}); 'make down' first")
-    ui_port = env_int(os.environ, "MLFLOW_PORT", 5000, minimum=1)
-    serving_port = env_int(os.environ, "SERVING_PORT", 8080, minimum=1)
-    tracking = start_tracking_server(root, ui_port, root / "logs" / "tracking-server.log")
+    tracking = start_tracking_server(root, settings.ui_port, root / "logs" / "tracking-server.log")
     pids = {"tracking-server": tracking.process.pid}
     state.parent.mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps(pids))
@@ -59,8 +61,8 @@ def up() -> None:
     serving = start_serving(
         root,
         tracking.url,
-        default_model_name(os.environ),
-        serving_port,
+        settings.model_name,
+        settings.serving_port,
         root / "logs" / "serving.log",
         extra_env={"SERVING_ALIAS_WAIT_SECONDS": "31536000"},
     )
@@ -72,14 +74,16 @@ def up() -> None:
 
 
 @cli.command()
+@cli_errors
 def down() -> None:
     """Stop what 'up' started; the data folder stays."""
-    state = _state_file(data_dir())
+    root = LocalStackSettings.from_env().data_dir
+    state = _state_file(root)
     if not state.exists():
         click.echo("the local stack is not running")
         return
     for name, pid in json.loads(state.read_text()).items():
-        if ours(pid, data_dir()):
+        if ours(pid, root):
             stop_group(pid)
             click.echo(f"stopped {name} (pid {pid})")
         else:

@@ -36,7 +36,12 @@ def _terminate_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_demo(data_dir: Path, model_name: str, startup_timeout_s: float = 180.0) -> None:
+def run_demo(
+    data_dir: Path,
+    model_name: str,
+    startup_timeout_s: float = 180.0,
+    promoted_by: str | None = None,
+) -> None:
     _terminate_on_sigterm()
     logs = data_dir / "logs"
     services: list[Service] = []
@@ -57,7 +62,7 @@ def run_demo(data_dir: Path, model_name: str, startup_timeout_s: float = 180.0) 
         click.echo("3/5 promoting the challenger to production (champion/challenger gate) ...")
         client = connect(tracking.url, 10)
         try:
-            move = promote(client, model_name, reason="make demo")
+            move = promote(client, model_name, reason="make demo", actor=promoted_by)
             click.echo(f"    production -> version {move.version}: {move.reason}")
         except PromotionError as exc:
             click.echo(f"    {exc}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import getpass
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,10 +34,6 @@ class AliasMove:
     version: str
     replaced: str | None
     reason: str
-
-
-def actor() -> str:
-    return os.environ.get("PROMOTED_BY") or getpass.getuser()
 
 
 def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -82,10 +77,12 @@ def gate_metric(client: MlflowClient, mv: ModelVersion) -> float | None:
     return client.get_run(mv.run_id).data.metrics.get(GATE_METRIC)
 
 
-def _stamp(client: MlflowClient, mv: ModelVersion, action: str, reason: str) -> None:
+def _stamp(
+    client: MlflowClient, mv: ModelVersion, action: str, reason: str, actor: str | None
+) -> None:
     now = datetime.now(UTC).isoformat(timespec="seconds")
     for key, value in {
-        f"{action}_by": actor(),
+        f"{action}_by": actor or getpass.getuser(),
         f"{action}_at": now,
         f"{action}_reason": reason,
     }.items():
@@ -93,12 +90,12 @@ def _stamp(client: MlflowClient, mv: ModelVersion, action: str, reason: str) -> 
 
 
 def _move_production(
-    client: MlflowClient, target: ModelVersion, action: str, reason: str
+    client: MlflowClient, target: ModelVersion, action: str, reason: str, actor: str | None
 ) -> AliasMove:
     current = version_by_alias(client, target.name, PRODUCTION)
     if current is not None and current.version == target.version:
         return AliasMove(target.name, target.version, None, f"already in production; {reason}")
-    _stamp(client, target, action, reason)
+    _stamp(client, target, action, reason, actor)
     client.set_registered_model_alias(target.name, PRODUCTION, target.version)
     if current is not None:
         client.set_registered_model_alias(target.name, PREVIOUS, current.version)
@@ -119,8 +116,12 @@ def promote(
     version: str | None = None,
     force: bool = False,
     reason: str = "",
+    actor: str | None = None,
 ) -> AliasMove:
-    """Point ``production`` at ``version`` (default: the ``challenger``) if it passes the gate."""
+    """Point ``production`` at ``version`` (default: the ``challenger``) if it passes the gate.
+
+    ``actor`` is stamped on the version as ``promoted_by`` (default: the login name).
+    """
     if version is None:
         target = version_by_alias(client, name, CHALLENGER)
         if target is None:
@@ -147,14 +148,16 @@ def promote(
     why = f"{reason}; {decision.reason}" if reason else decision.reason
     if not decision.passed:
         why = f"forced: {why}"
-    move = _move_production(client, target, "promoted", why)
+    move = _move_production(client, target, "promoted", why, actor)
     challenger = version_by_alias(client, name, CHALLENGER)
     if challenger is not None and challenger.version == target.version:
         client.delete_registered_model_alias(name, CHALLENGER)
     return move
 
 
-def rollback(client: MlflowClient, name: str, reason: str = "") -> AliasMove:
+def rollback(
+    client: MlflowClient, name: str, reason: str = "", actor: str | None = None
+) -> AliasMove:
     """Move ``production`` back to ``previous``; the version left becomes ``previous``."""
     target = version_by_alias(client, name, PREVIOUS)
     if target is None:
@@ -162,4 +165,4 @@ def rollback(client: MlflowClient, name: str, reason: str = "") -> AliasMove:
             f"model {name!r} has no version with alias {PREVIOUS!r}; nothing to roll back to "
             "(promote a specific version with 'stack-registry promote --version N')"
         )
-    return _move_production(client, target, "rolled_back", reason or "rollback")
+    return _move_production(client, target, "rolled_back", reason or "rollback", actor)

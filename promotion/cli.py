@@ -14,17 +14,19 @@ from promotion.aliases import (
     require_model,
     rollback,
 )
-from stack_common.env import default_model_name, default_tracking_uri, env_float
+from promotion.settings import PromotionSettings
 from stack_common.errors import cli_errors
 from stack_common.logs import setup_logging
 from stack_common.tracking import apply_client_defaults, connect
 
 
-def _client():
+def _settings() -> PromotionSettings:
     setup_logging(os.environ.get("LOG_LEVEL", "WARNING"))
-    return connect(
-        default_tracking_uri(os.environ), env_float(os.environ, "SERVER_WAIT_SECONDS", 30.0)
-    )
+    return PromotionSettings.from_env()
+
+
+def _client(settings: PromotionSettings):
+    return connect(settings.tracking_uri, settings.server_wait_s)
 
 
 def _report(move: AliasMove) -> None:
@@ -34,7 +36,7 @@ def _report(move: AliasMove) -> None:
 
 model_option = click.option(
     "--model-name",
-    default=lambda: default_model_name(os.environ),
+    default=None,
     show_default="MODEL_NAME",
     help="Registered model name.",
 )
@@ -53,26 +55,41 @@ def cli() -> None:
 @click.option("--force", is_flag=True, help="Promote even if it is worse than production.")
 @reason_option
 @cli_errors
-def promote_cmd(model_name: str, version: str | None, force: bool, reason: str) -> None:
+def promote_cmd(model_name: str | None, version: str | None, force: bool, reason: str) -> None:
     """Point 'production' at a version if it is at least as good as the current one."""
-    _report(promote(_client(), model_name, version=version, force=force, reason=reason))
+    settings = _settings()
+    client = _client(settings)
+    _report(
+        promote(
+            client,
+            model_name or settings.model_name,
+            version=version,
+            force=force,
+            reason=reason,
+            actor=settings.promoted_by,
+        )
+    )
 
 
 @cli.command("rollback")
 @model_option
 @reason_option
 @cli_errors
-def rollback_cmd(model_name: str, reason: str) -> None:
+def rollback_cmd(model_name: str | None, reason: str) -> None:
     """Point 'production' back at the version it replaced (alias 'previous')."""
-    _report(rollback(_client(), model_name, reason=reason))
+    settings = _settings()
+    name = model_name or settings.model_name
+    _report(rollback(_client(settings), name, reason=reason, actor=settings.promoted_by))
 
 
 @cli.command("status")
 @model_option
 @cli_errors
-def status_cmd(model_name: str) -> None:
+def status_cmd(model_name: str | None) -> None:
     """List the versions with their aliases and test RMSE."""
-    client = _client()
+    settings = _settings()
+    client = _client(settings)
+    model_name = model_name or settings.model_name
     require_model(client, model_name)
     aliases: dict[str, list[str]] = {}
     for alias, version in client.get_registered_model(model_name).aliases.items():
@@ -91,11 +108,13 @@ def status_cmd(model_name: str) -> None:
 @cli.command("production-version")
 @model_option
 @cli_errors
-def production_version_cmd(model_name: str) -> None:
+def production_version_cmd(model_name: str | None) -> None:
     """Print only the version that carries 'production' (for scripts)."""
     from promotion.aliases import PromotionError, version_by_alias
 
-    mv = version_by_alias(_client(), model_name, PRODUCTION)
+    settings = _settings()
+    model_name = model_name or settings.model_name
+    mv = version_by_alias(_client(settings), model_name, PRODUCTION)
     if mv is None:
         raise PromotionError(f"model {model_name!r} has no version with alias 'production'")
     click.echo(mv.version)

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serving import unix_http
-from stack_common.env import default_model_name
 from stack_common.errors import StackError
 from stack_common.logs import json_dict_config, log_format_from_env
+from stack_common.settings import DEFAULT_MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +74,16 @@ def scoring_env(model_path: Path, request_timeout_s: int) -> dict[str, str]:
     return env
 
 
-def json_logging_env(run_dir: Path, stamp: str, version: str) -> dict[str, str]:
+def json_logging_env(
+    run_dir: Path, stamp: str, version: str, model_name: str = DEFAULT_MODEL_NAME
+) -> dict[str, str]:
     """With LOG_FORMAT=json, the scoring processes log JSON lines too, naming model and version:
     uvicorn reads the logging config (UVICORN_LOG_CONFIG), and MLflow's loggers, left
     unconfigured, write through it."""
     if log_format_from_env() != "json":
         return {}
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    config = json_dict_config(level, model=default_model_name(os.environ), version=version)
+    config = json_dict_config(level, model=model_name, version=version)
     path = run_dir / f"v{stamp}-logging.json"
     path.write_text(json.dumps(config, indent=1))
     return {"UVICORN_LOG_CONFIG": str(path), "MLFLOW_CONFIGURE_LOGGING": "false"}
@@ -110,12 +112,15 @@ class ScoringPool:
         size: int,
         request_timeout_s: int,
         log_path: Path | None = None,
+        model_name: str = DEFAULT_MODEL_NAME,
     ) -> ScoringPool:
         run_dir.mkdir(parents=True, exist_ok=True)
         stamp = f"{version}-{int(time.time() * 1000) % 10**8}"
         sockets = [run_dir / f"v{stamp}-{i}.sock" for i in range(size)]
         pool = cls(version, model_path, sockets)
-        env = scoring_env(model_path, request_timeout_s) | json_logging_env(run_dir, stamp, version)
+        env = scoring_env(model_path, request_timeout_s) | json_logging_env(
+            run_dir, stamp, version, model_name
+        )
         log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to children
         try:
             for sock in sockets:

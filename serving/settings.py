@@ -1,84 +1,74 @@
-"""The serving container's configuration, read once from the environment."""
+"""The serving container's configuration (``stack-serve``), read once at start."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from stack_common.env import (
-    data_dir,
-    default_model_name,
-    default_tracking_uri,
-    env_bool,
-    env_float,
-    env_int,
-    env_str,
-)
-from stack_common.tracking import HttpBudget
+from stack_common.settings import DEFAULT_SERVING_PORT, ClientSettings, UserPath, env
+from stack_common.tracking import CLIENT_ENV_DEFAULTS, HttpBudget
 
 
-@dataclass(frozen=True)
-class ServingSettings:
-    tracking_uri: str
-    model_name: str
-    alias: str
-    cache_dir: Path
-    cache_keep_versions: int
-    cache_max_bytes: int
-    host: str
-    port: int
-    workers: int
-    server_wait_s: float
-    alias_wait_s: float
-    poll_s: float
-    max_body_mb: int
-    request_timeout_s: int
-    load_timeout_s: float
-    start_from_cache: bool
-    run_dir: Path | None
-    nginx: str
-    njs_module: str
-    download_attempts: int
-    download_max_wait_s: float
-    download_timeout_s: int
+def _cache_in_data_dir(data: dict[str, Any]) -> Path:
+    return data["stack_data_dir"] / "model-cache"
+
+
+def _one_per_cpu() -> int:
+    return os.cpu_count() or 1
+
+
+class ServingSettings(ClientSettings):
+    """``stack-serve``: which model it serves, how, and how it follows the alias."""
+
+    alias: str = env("SERVING_ALIAS", "production")
+    # Model cache for ephemeral disks; versions kept, and a size limit (0 = none).
+    cache_dir: UserPath = env("SERVING_CACHE_DIR", default_factory=_cache_in_data_dir)
+    cache_keep_versions: int = env("SERVING_CACHE_KEEP_VERSIONS", 3, ge=1)
+    cache_max_mb: int = env("SERVING_CACHE_MAX_MB", 0, ge=0)
+    host: str = env("SERVING_HOST", "127.0.0.1")
+    port: int = env("SERVING_PORT", DEFAULT_SERVING_PORT, ge=1)
+    # Scoring processes, each behind nginx on its own Unix socket.
+    workers: int = env("SERVING_WORKERS", default_factory=_one_per_cpu, ge=1)
+    # 0 = exit with a message when no version has the alias; >0 = wait that long for one.
+    alias_wait_s: float = env("SERVING_ALIAS_WAIT_SECONDS", 0.0, ge=0)
+    poll_s: float = env("SERVING_POLL_SECONDS", 3.0, ge=0.2)
+    max_body_mb: int = env("SERVING_MAX_BODY_MB", 10, ge=1)
+    request_timeout_s: int = env("SERVING_REQUEST_TIMEOUT_SECONDS", 60, ge=1)
+    load_timeout_s: float = env("SERVING_LOAD_TIMEOUT_SECONDS", 180.0, ge=1)
+    start_from_cache: bool = env("SERVING_START_FROM_CACHE", True)
+    # Where nginx's config, sockets and status files live (None: a fresh temporary folder).
+    run_dir: Path | None = env("SERVING_RUN_DIR", None)
+    nginx: str = env("SERVING_NGINX", "nginx")
+    njs_module: str = env("SERVING_NJS_MODULE", "/usr/lib/nginx/modules/ngx_http_js_module.so")
+    download_attempts: int = env("SERVING_DOWNLOAD_ATTEMPTS", 4, ge=1)
+    download_max_wait_s: float = env("SERVING_DOWNLOAD_MAX_WAIT_SECONDS", 30.0, ge=0)
+    download_timeout_s: int = env("SERVING_DOWNLOAD_TIMEOUT_SECONDS", 600, ge=1)
     # MLflow's client knobs as the operator set them (or the stack's defaults): the budget of
     # the registry look-ups at start; the supervisor's polls have their own, shorter one.
-    registry_budget: HttpBudget
+    http_max_retries: int = env(
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        int(CLIENT_ENV_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]),
+        ge=0,
+    )
+    http_backoff_factor: float = env(
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+        float(CLIENT_ENV_DEFAULTS["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]),
+        ge=0,
+    )
+    http_timeout_s: float = env(
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+        float(CLIENT_ENV_DEFAULTS["MLFLOW_HTTP_REQUEST_TIMEOUT"]),
+        ge=0,
+    )
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
-        env = os.environ if env is None else env
-        return cls(
-            tracking_uri=default_tracking_uri(env),
-            model_name=default_model_name(env),
-            alias=env_str(env, "SERVING_ALIAS", "production"),
-            cache_dir=Path(
-                env_str(env, "SERVING_CACHE_DIR", str(data_dir(env) / "model-cache"))
-            ).expanduser(),
-            cache_keep_versions=env_int(env, "SERVING_CACHE_KEEP_VERSIONS", 3, minimum=1),
-            cache_max_bytes=env_int(env, "SERVING_CACHE_MAX_MB", 0) * 1024 * 1024,
-            host=env_str(env, "SERVING_HOST", "127.0.0.1"),
-            port=env_int(env, "SERVING_PORT", 8080, minimum=1),
-            workers=env_int(env, "SERVING_WORKERS", os.cpu_count() or 1, minimum=1),
-            server_wait_s=env_float(env, "SERVER_WAIT_SECONDS", 30.0),
-            alias_wait_s=env_float(env, "SERVING_ALIAS_WAIT_SECONDS", 0.0),
-            poll_s=env_float(env, "SERVING_POLL_SECONDS", 3.0, minimum=0.2),
-            max_body_mb=env_int(env, "SERVING_MAX_BODY_MB", 10, minimum=1),
-            request_timeout_s=env_int(env, "SERVING_REQUEST_TIMEOUT_SECONDS", 60, minimum=1),
-            load_timeout_s=env_float(env, "SERVING_LOAD_TIMEOUT_SECONDS", 180.0, minimum=1),
-            start_from_cache=env_bool(env, "SERVING_START_FROM_CACHE", True),
-            run_dir=Path(env["SERVING_RUN_DIR"]) if env.get("SERVING_RUN_DIR") else None,
-            nginx=env_str(env, "SERVING_NGINX", "nginx"),
-            njs_module=env_str(
-                env, "SERVING_NJS_MODULE", "/usr/lib/nginx/modules/ngx_http_js_module.so"
-            ),
-            download_attempts=env_int(env, "SERVING_DOWNLOAD_ATTEMPTS", 4, minimum=1),
-            download_max_wait_s=env_float(env, "SERVING_DOWNLOAD_MAX_WAIT_SECONDS", 30.0),
-            download_timeout_s=env_int(env, "SERVING_DOWNLOAD_TIMEOUT_SECONDS", 600, minimum=1),
-            registry_budget=HttpBudget.from_env(env),
-        )
+    @property
+    def cache_max_bytes(self) -> int:
+        return self.cache_max_mb * 1024 * 1024
+
+    @property
+    def registry_budget(self) -> HttpBudget:
+        return HttpBudget(self.http_max_retries, self.http_backoff_factor, self.http_timeout_s)
 
     @property
     def model_uri(self) -> str:

@@ -377,7 +377,12 @@ def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor
 
     def start_pool(entry: CacheEntry) -> Pool:
         return ScoringPool.start(
-            entry.version, entry.path, run_dir, settings.workers, settings.request_timeout_s
+            entry.version,
+            entry.path,
+            run_dir,
+            settings.workers,
+            settings.request_timeout_s,
+            model_name=settings.model_name,
         )
 
     def cleanup() -> None:

@@ -13,7 +13,6 @@ import os
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
-from stack_common.env import env_float, env_int
 from stack_common.wait import wait_for_http
 
 # Bounded retries of MLflow's own HTTP client: a server restart (several seconds) is ridden
@@ -48,32 +47,11 @@ def apply_client_defaults(
 @dataclass(frozen=True)
 class HttpBudget:
     """How long one MLflow REST call may take: retries, their backoff factor, and the timeout of
-    each try (connect and read)."""
+    each try (connect and read). Serving's comes from its settings (``registry_budget``)."""
 
     max_retries: int
     backoff_factor: float
     timeout_s: float
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> HttpBudget:
-        """The budget MLflow's client knobs give, with the stack's defaults where unset."""
-        return cls(
-            max_retries=env_int(
-                env,
-                "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-                int(CLIENT_ENV_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]),
-            ),
-            backoff_factor=env_float(
-                env,
-                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
-                float(CLIENT_ENV_DEFAULTS["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]),
-            ),
-            timeout_s=env_float(
-                env,
-                "MLFLOW_HTTP_REQUEST_TIMEOUT",
-                float(CLIENT_ENV_DEFAULTS["MLFLOW_HTTP_REQUEST_TIMEOUT"]),
-            ),
-        )
 
 
 def wait_for_tracking_server(tracking_uri: str, wait_s: float) -> None:

@@ -22,14 +22,12 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy
 
-from stack_common.env import env_int, env_str
-from stack_common.errors import ConfigError, StackError
+from stack_common.errors import StackError
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +44,8 @@ DEFAULT_CACHE_TTL_SECONDS = 60
 
 @dataclass(frozen=True)
 class AuthSettings:
-    """What the basic-auth app needs besides the secrets (those stay in the environment)."""
+    """What the basic-auth app needs besides the secrets (those stay in the environment);
+    built from the tracking server's settings (``ServerSettings.auth``)."""
 
     database_uri: str
     admin_username: str
@@ -56,56 +55,6 @@ class AuthSettings:
     # user deleted through another worker is honoured by this one only after the TTL; 0 turns
     # the cache off.
     cache_ttl_seconds: int = DEFAULT_CACHE_TTL_SECONDS
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], backend_store_uri: str, root: Path) -> AuthSettings:
-        check_secrets(env)
-        settings = cls(
-            database_uri=env_str(
-                env, "MLFLOW_AUTH_DATABASE_URI", default_database_uri(backend_store_uri, root)
-            ),
-            admin_username=env_str(env, "MLFLOW_AUTH_ADMIN_USERNAME", "admin"),
-            default_permission=env_str(env, "MLFLOW_AUTH_DEFAULT_PERMISSION", "NO_PERMISSIONS"),
-            cache_ttl_seconds=env_int(
-                env, "MLFLOW_AUTH_CACHE_TTL_SECONDS", DEFAULT_CACHE_TTL_SECONDS, minimum=0
-            ),
-        )
-        if settings.default_permission not in PERMISSIONS:
-            raise ConfigError(
-                f"MLFLOW_AUTH_DEFAULT_PERMISSION={settings.default_permission!r} is not a "
-                f"permission; use one of {', '.join(PERMISSIONS)} (default NO_PERMISSIONS)"
-            )
-        if settings.database_uri == backend_store_uri:
-            raise ConfigError(
-                "MLFLOW_AUTH_DATABASE_URI is the backend store itself; give the users their own "
-                "database (default: sqlite beside it, or '<database>_auth' on PostgreSQL)"
-            )
-        return settings
-
-
-def check_secrets(env: Mapping[str, str]) -> None:
-    """One line naming the variable for each secret that is missing or unusable."""
-    if not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY", "").strip():
-        raise ConfigError(
-            "MLFLOW_FLASK_SERVER_SECRET_KEY is not set; basic auth needs a static secret key "
-            "(the same for every worker): set it, e.g. to the output of `openssl rand -hex 32`"
-        )
-    password = env.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
-    if not password.strip():
-        raise ConfigError(
-            "MLFLOW_AUTH_ADMIN_PASSWORD is not set; basic auth needs the admin's password: set "
-            "it (12+ characters), e.g. to the output of `openssl rand -hex 16`"
-        )
-    if password == LEGACY_DEFAULT_PASSWORD:
-        raise ConfigError(
-            f"MLFLOW_AUTH_ADMIN_PASSWORD is MLflow's old default {LEGACY_DEFAULT_PASSWORD!r}, "
-            "known to everyone; set another one, e.g. the output of `openssl rand -hex 16`"
-        )
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ConfigError(
-            f"MLFLOW_AUTH_ADMIN_PASSWORD has {len(password)} characters, MLflow needs at least "
-            f"{MIN_PASSWORD_LENGTH}; set a longer one, e.g. the output of `openssl rand -hex 16`"
-        )
 
 
 def default_database_uri(backend_store_uri: str, root: Path) -> str:

@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import click
+from pydantic import SecretStr
 
-from stack_common.env import default_model_name, default_tracking_uri, env_float, env_str
 from stack_common.errors import ConfigError, StackError, cli_errors
 from stack_common.logs import setup_logging
+from stack_common.settings import (
+    DEFAULT_ADMIN_USERNAME,
+    DEFAULT_EXPERIMENT_NAME,
+    ClientSettings,
+    env,
+)
 from stack_common.tracking import apply_client_defaults, connect
 from tracking_server.auth import MIN_PASSWORD_LENGTH
 
@@ -62,27 +67,49 @@ class Account:
     password: str
 
 
-def accounts_from_env(env: Mapping[str, str]) -> list[Account]:
-    """The users to create: every role whose ``STACK_<ROLE>_PASSWORD`` is set."""
-    accounts = []
-    for role in ROLES:
-        prefix = f"STACK_{role.upper()}"
-        password = env.get(f"{prefix}_PASSWORD", "")
-        if not password:
-            logger.warning("no %s user: %s_PASSWORD is not set", role, prefix)
-            continue
-        if len(password) < MIN_PASSWORD_LENGTH:
+class UsersSettings(ClientSettings):
+    """The users job's configuration: the admin who acts, and a user name and password per role
+    (``STACK_<ROLE>_USERNAME`` / ``STACK_<ROLE>_PASSWORD``)."""
+
+    experiment_name: str = env("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT_NAME)
+    admin_username: str = env("MLFLOW_AUTH_ADMIN_USERNAME", DEFAULT_ADMIN_USERNAME)
+    admin_password: SecretStr | None = env("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+    trainer_username: str = env("STACK_TRAINER_USERNAME", "trainer")
+    trainer_password: SecretStr | None = env("STACK_TRAINER_PASSWORD", None)
+    promoter_username: str = env("STACK_PROMOTER_USERNAME", "promoter")
+    promoter_password: SecretStr | None = env("STACK_PROMOTER_PASSWORD", None)
+    serving_username: str = env("STACK_SERVING_USERNAME", "serving")
+    serving_password: SecretStr | None = env("STACK_SERVING_PASSWORD", None)
+    metrics_username: str = env("STACK_METRICS_USERNAME", "metrics")
+    metrics_password: SecretStr | None = env("STACK_METRICS_PASSWORD", None)
+
+    def accounts(self) -> list[Account]:
+        """The users to create: every role whose ``STACK_<ROLE>_PASSWORD`` is set."""
+        accounts = []
+        for role in ROLES:
+            prefix = f"STACK_{role.upper()}"
+            secret: SecretStr | None = getattr(self, f"{role}_password")
+            password = secret.get_secret_value() if secret is not None else ""
+            if not password:
+                logger.warning("no %s user: %s_PASSWORD is not set", role, prefix)
+                continue
+            if len(password) < MIN_PASSWORD_LENGTH:
+                raise ConfigError(
+                    f"{prefix}_PASSWORD has {len(password)} characters, MLflow needs at least "
+                    f"{MIN_PASSWORD_LENGTH}; set a longer one, e.g. `openssl rand -hex 16`"
+                )
+            accounts.append(Account(role, getattr(self, f"{role}_username"), password))
+        if not accounts:
             raise ConfigError(
-                f"{prefix}_PASSWORD has {len(password)} characters, MLflow needs at least "
-                f"{MIN_PASSWORD_LENGTH}; set a longer one, e.g. `openssl rand -hex 16`"
+                "no user to create: set STACK_TRAINER_PASSWORD, STACK_PROMOTER_PASSWORD, "
+                "STACK_SERVING_PASSWORD and/or STACK_METRICS_PASSWORD"
             )
-        accounts.append(Account(role, env_str(env, f"{prefix}_USERNAME", role), password))
-    if not accounts:
-        raise ConfigError(
-            "no user to create: set STACK_TRAINER_PASSWORD, STACK_PROMOTER_PASSWORD, "
-            "STACK_SERVING_PASSWORD and/or STACK_METRICS_PASSWORD"
-        )
-    return accounts
+        return accounts
+
+    def check(self) -> None:
+        if self.admin_password is None:
+            raise ConfigError("MLFLOW_AUTH_ADMIN_PASSWORD is not set; the admin creates the users")
+        self.accounts()
 
 
 def _error_code(exc: Exception) -> str:
@@ -169,22 +196,27 @@ def check_admin(auth, username: str) -> None:
         raise StackError(f"user {username!r} is not an admin; use the admin's credentials")
 
 
-def bootstrap(env: Mapping[str, str] | None = None) -> list[str]:
-    """Create the experiment, the model, the users and their grants; one line per user."""
-    env = os.environ if env is None else env
-    admin = env_str(env, "MLFLOW_AUTH_ADMIN_USERNAME", "admin")
-    admin_password = env.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
-    if not admin_password:
-        raise ConfigError("MLFLOW_AUTH_ADMIN_PASSWORD is not set; the admin creates the users")
-    accounts = accounts_from_env(env)
-    tracking_uri = default_tracking_uri(env)
-    experiment_name = env_str(env, "MLFLOW_EXPERIMENT_NAME", "grades")
-    model_name = default_model_name(env)
+def admin_credentials(settings: UsersSettings) -> dict[str, str]:
+    """MLflow's clients (tracking and auth) read the credentials from these variables: the job's
+    ``main`` sets them once, at start, before any MLflow call."""
+    password = settings.admin_password
+    return {
+        "MLFLOW_TRACKING_USERNAME": settings.admin_username,
+        "MLFLOW_TRACKING_PASSWORD": password.get_secret_value() if password is not None else "",
+    }
 
-    # MLflow's clients (tracking and auth) read the credentials from these variables.
-    os.environ["MLFLOW_TRACKING_USERNAME"] = admin
-    os.environ["MLFLOW_TRACKING_PASSWORD"] = admin_password
-    client = connect(tracking_uri, env_float(env, "SERVER_WAIT_SECONDS", 30.0))
+
+def bootstrap(settings: UsersSettings) -> list[str]:
+    """Create the experiment, the model, the users and their grants; one line per user.
+
+    MLflow's client must already act as the admin (:func:`admin_credentials`).
+    """
+    admin = settings.admin_username
+    accounts = settings.accounts()
+    tracking_uri = settings.tracking_uri
+    experiment_name = settings.experiment_name
+    model_name = settings.model_name
+    client = connect(tracking_uri, settings.server_wait_s)
     from mlflow.server import get_app_client
 
     auth = get_app_client("basic-auth", tracking_uri=tracking_uri)
@@ -229,8 +261,11 @@ def main() -> None:
     trainer, promoter, serving, metrics).
     """
     setup_logging()
+    settings = UsersSettings.from_env()
     apply_client_defaults()
-    for line in bootstrap():
+    # Once, at start: this process acts as the admin, whoever MLFLOW_TRACKING_USERNAME names.
+    os.environ.update(admin_credentials(settings))
+    for line in bootstrap(settings):
         click.echo(line)
 
 

@@ -18,7 +18,6 @@ line naming the bucket and the fix, and exit status 1.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -32,13 +31,32 @@ from tenacity import (
     wait_fixed,
 )
 
-from stack_common.env import env_float, env_str
 from stack_common.errors import ConfigError, StackError
 from stack_common.logs import setup_logging
+from stack_common.settings import StackSettings, env
 
 logger = logging.getLogger("tracking_server.create_bucket")
 
 Outcome = Literal["created", "exists"]
+
+
+class BucketSettings(StackSettings):
+    """The bucket job's configuration: the tracking server's destination and store settings."""
+
+    destination: str = env("MLFLOW_ARTIFACTS_DESTINATION", "")
+    # How long network errors are retried (the store may still be starting).
+    wait_s: float = env("BUCKET_WAIT_SECONDS", 30.0, ge=0)
+    # S3: MinIO or another S3-compatible store (unset: AWS S3), and the region of a new bucket.
+    s3_endpoint_url: str = env("MLFLOW_S3_ENDPOINT_URL", "")
+    aws_default_region: str = env("AWS_DEFAULT_REGION", "")
+    aws_region: str = env("AWS_REGION", "")
+    # GCS: the project and location of a new bucket.
+    google_cloud_project: str = env("GOOGLE_CLOUD_PROJECT", "")
+    gcs_bucket_location: str = env("GCS_BUCKET_LOCATION", "")
+
+    @property
+    def region(self) -> str:
+        return self.aws_default_region or self.aws_region
 
 
 def bucket_of(destination: str) -> tuple[str, str]:
@@ -132,27 +150,26 @@ def _is_network_error(exc: BaseException) -> bool:
     )
 
 
-def ensure_bucket(env: Mapping[str, str] | None = None) -> tuple[str, Outcome]:
-    """Create the bucket of MLFLOW_ARTIFACTS_DESTINATION if needed: ``("s3://b", outcome)``."""
-    env = os.environ if env is None else env
-    scheme, bucket = bucket_of(env_str(env, "MLFLOW_ARTIFACTS_DESTINATION", ""))
-    wait_s = env_float(env, "BUCKET_WAIT_SECONDS", 30.0)
+def ensure_bucket(environ: Mapping[str, str] | None = None) -> tuple[str, Outcome]:
+    """Create the bucket of MLFLOW_ARTIFACTS_DESTINATION if needed: ``("s3://b", outcome)``.
+
+    ``environ``: where the settings come from (default: this process's environment).
+    """
+    settings = BucketSettings.from_env(environ)
+    scheme, bucket = bucket_of(settings.destination)
+    wait_s = settings.wait_s
     attempt: Callable[[], Outcome]
     if scheme == "s3":
-        endpoint = env_str(env, "MLFLOW_S3_ENDPOINT_URL", "")
-        region = env_str(env, "AWS_DEFAULT_REGION", env_str(env, "AWS_REGION", ""))
-        where = endpoint or "AWS S3"
+        where = settings.s3_endpoint_url or "AWS S3"
 
         def attempt() -> Outcome:
-            return ensure_s3_bucket(bucket, endpoint, region)
+            return ensure_s3_bucket(bucket, settings.s3_endpoint_url, settings.region)
     else:
         where = "Google Cloud Storage"
 
         def attempt() -> Outcome:
             return ensure_gcs_bucket(
-                bucket,
-                env_str(env, "GOOGLE_CLOUD_PROJECT", ""),
-                env_str(env, "GCS_BUCKET_LOCATION", ""),
+                bucket, settings.google_cloud_project, settings.gcs_bucket_location
             )
 
     try:

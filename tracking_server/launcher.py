@@ -11,7 +11,6 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -110,8 +109,8 @@ def prometheus_folder(settings: ServerSettings) -> ServerSettings:
             folder,
             exc,
         )
-        return replace(settings, prometheus=False, prometheus_dir=None)
-    return replace(settings, prometheus_dir=folder)
+        return settings.model_copy(update={"prometheus": False, "prometheus_dir": None})
+    return settings.model_copy(update={"prometheus_dir": folder})
 
 
 def migrate(settings: ServerSettings) -> None:

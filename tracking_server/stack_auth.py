@@ -34,16 +34,12 @@ import threading
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Annotated, Any
-
-from pydantic import field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing import Any
 
 from stack_common.logs import setup_logging
+from tracking_server.settings import ProtectionSettings
 
 audit_logger = logging.getLogger("tracking_server.audit")
-
-DEFAULT_PROTECTED_ALIASES = ("production", "previous")
 
 
 class Action(StrEnum):
@@ -63,31 +59,6 @@ GOVERNED_METHODS: Mapping[str, Action] = {
     "DeleteRegisteredModel": Action.DELETE_MODEL,
     "DeleteModelVersion": Action.DELETE_VERSION,
 }
-
-
-class ProtectionSettings(BaseSettings):
-    """``MLFLOW_PROTECTED_ALIASES``: comma list of aliases only promoters may move."""
-
-    model_config = SettingsConfigDict(env_prefix="MLFLOW_", env_ignore_empty=True, frozen=True)
-
-    protected_aliases: Annotated[frozenset[str], NoDecode] = frozenset(DEFAULT_PROTECTED_ALIASES)
-
-    @field_validator("protected_aliases", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            # Aliases compare case-insensitively, like MLflow's reserved 'latest'.
-            return frozenset(a.strip().lower() for a in value.split(",") if a.strip())
-        return value
-
-
-class ScrapeSettings(BaseSettings):
-    """``STACK_METRICS_USERNAME``: the user Prometheus logs in as (create-users makes it with
-    ``STACK_METRICS_PASSWORD``); unset = nobody but admins reads ``/metrics``."""
-
-    model_config = SettingsConfigDict(env_prefix="STACK_", env_ignore_empty=True, frozen=True)
-
-    metrics_username: str | None = None
 
 
 # The view prometheus-flask-exporter registers for /metrics (MLflow's --expose-prometheus).
@@ -387,15 +358,14 @@ def create_app(app: Any = None) -> Any:
 
     setup_logging(logger_name="tracking_server")
     flask_app = mlflow_flask_app if app is None else app
-    scrape = ScrapeSettings()
-    if scrape.metrics_username:
+    settings = ProtectionSettings.from_env()
+    if settings.metrics_username:
         # Ahead of the guard's and basic-auth's hooks: the scrape is answered before them.
-        gate = ScrapeGate(scrape.metrics_username)
+        gate = ScrapeGate(settings.metrics_username)
         flask_app.before_request(catch_mlflow_exception(gate.before_request))
         logging.getLogger("tracking_server").info(
-            "/metrics readable by the scrape-only user %r", scrape.metrics_username
+            "/metrics readable by the scrape-only user %r", settings.metrics_username
         )
-    settings = ProtectionSettings()
     guard = RegistryGuard(settings.protected_aliases, governed_handlers())
     # Registered before basic-auth's hooks: Flask runs before_request hooks in this order.
     # A failed lookup answers as MLflow's handlers do (JSON error), not with a 500.

@@ -10,7 +10,7 @@ import pytest
 
 from stack_common.errors import ConfigError
 from tracking_server.auth import AuthSettings, default_database_uri, write_config
-from tracking_server.bootstrap_users import ROLES, accounts_from_env
+from tracking_server.bootstrap_users import ROLES, UsersSettings
 from tracking_server.launcher import server_command
 from tracking_server.settings import ServerSettings
 
@@ -90,7 +90,11 @@ def test_a_server_database_gets_its_auth_database_beside_it(backend: str, expect
 
 
 def test_the_ini_is_private_and_says_what_mlflow_reads(tmp_path: Path) -> None:
-    settings = AuthSettings("postgresql://u:p%40ss@db/mlflow_auth", "root", "READ")
+    settings = AuthSettings(
+        database_uri="postgresql://u:p%40ss@db/mlflow_auth",
+        admin_username="root",
+        default_permission="READ",
+    )
     path = write_config(settings, str(tmp_path))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     config = configparser.ConfigParser()
@@ -122,7 +126,8 @@ def test_users_come_from_the_environment_with_their_role_as_default_name() -> No
         "STACK_SERVING_USERNAME": "model-server",
         "STACK_SERVING_PASSWORD": "serving-password-1",
     }
-    accounts = accounts_from_env(env)
+    accounts = UsersSettings.from_env(env | {"MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123"})
+    accounts = accounts.accounts()
     assert [(a.role, a.username) for a in accounts] == [
         ("trainer", "trainer"),
         ("serving", "model-server"),
@@ -131,7 +136,9 @@ def test_users_come_from_the_environment_with_their_role_as_default_name() -> No
     assert ROLES["promoter"].model == "MANAGE"
     # Prometheus' user: no grant at all (stack-auth lets it read /metrics only).
     assert ROLES["metrics"].model is None and ROLES["metrics"].experiment is None
-    scraper = accounts_from_env({"STACK_METRICS_PASSWORD": "metrics-password-1"})
+    admin = {"MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123"}
+    scraper = UsersSettings.from_env({"STACK_METRICS_PASSWORD": "metrics-password-1"} | admin)
+    scraper = scraper.accounts()
     assert [(a.role, a.username) for a in scraper] == [("metrics", "metrics")]
 
 
@@ -144,7 +151,7 @@ def test_users_come_from_the_environment_with_their_role_as_default_name() -> No
 )
 def test_bad_user_settings_name_the_variable(env, says: str) -> None:
     with pytest.raises(ConfigError, match=says):
-        accounts_from_env(env)
+        UsersSettings.from_env(env | {"MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123"})
 
 
 @pytest.mark.parametrize(

@@ -124,7 +124,7 @@ def test_settings_default_to_the_local_stack_and_read_the_services_variables(
 ) -> None:
     monkeypatch.setenv("STACK_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", "")  # empty = unset (a .env template)
-    settings = BackupSettings().validate_all()
+    settings = BackupSettings.from_env()
     assert settings.backend_store_uri == f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}"
     assert settings.auth_database_uri == f"sqlite:///{tmp_path / 'data' / 'basic_auth.db'}"
     assert settings.artifacts_destination == str(tmp_path / "data" / "artifacts")
@@ -132,7 +132,7 @@ def test_settings_default_to_the_local_stack_and_read_the_services_variables(
 
     monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", "postgresql+psycopg2://mlflow@db:5432/mlflow")
     monkeypatch.setenv("BACKUP_URI", "s3://backups/stack/")
-    settings = BackupSettings().validate_all()
+    settings = BackupSettings.from_env()
     assert settings.auth_database_uri.endswith("@db:5432/mlflow_auth")
     assert settings.target == "s3://backups/stack"
 
@@ -150,7 +150,7 @@ def test_unusable_settings_name_the_variable(
 ) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=name):
-        BackupSettings().validate_all()
+        BackupSettings.from_env()
 
 
 def test_pg17_settings_leave_the_preamble_and_nothing_else() -> None:

@@ -71,8 +71,7 @@ def test_scoring_processes_get_a_json_logging_config(
     monkeypatch.delenv("LOG_FORMAT", raising=False)
     assert json_logging_env(tmp_path, "7-1", "7") == {}
     monkeypatch.setenv("LOG_FORMAT", "json")
-    monkeypatch.setenv("MODEL_NAME", "grades")
-    env = json_logging_env(tmp_path, "7-1", "7")
+    env = json_logging_env(tmp_path, "7-1", "7", model_name="grades")
     assert env["MLFLOW_CONFIGURE_LOGGING"] == "false"
     config = json.loads(Path(env["UVICORN_LOG_CONFIG"]).read_text())
     assert config == json_dict_config("INFO", model="grades", version="7")

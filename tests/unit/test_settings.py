@@ -7,12 +7,28 @@ from pathlib import Path
 
 import pytest
 
+from backup.settings import BackupSettings
+from local_stack.settings import LocalStackSettings
+from promotion.settings import PromotionSettings
 from serving.settings import ServingSettings
-from stack_common.env import env_bool, env_float, env_int
 from stack_common.errors import ConfigError
+from stack_common.settings import StackSettings
+from tracking_server.bootstrap_users import UsersSettings
+from tracking_server.create_bucket import BucketSettings
 from tracking_server.launcher import server_command, server_environment
-from tracking_server.settings import ServerSettings
+from tracking_server.settings import ProtectionSettings, ServerSettings
 from training.settings import TrainingSettings
+
+CLASSES: list[type[StackSettings]] = [
+    ServerSettings,
+    ProtectionSettings,
+    BucketSettings,
+    ServingSettings,
+    TrainingSettings,
+    PromotionSettings,
+    BackupSettings,
+    LocalStackSettings,
+]
 
 
 def test_embedded_defaults_live_in_one_data_folder(tmp_path: Path) -> None:
@@ -74,15 +90,69 @@ def test_training_test_size_is_bounded() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"), [("1", True), ("TRUE", True), ("no", False), ("", False)]
+    ("raw", "expected"), [("1", True), ("TRUE", True), ("no", False), (" off ", False)]
 )
-def test_env_bool(raw: str, expected: bool) -> None:
-    assert env_bool({"X": raw}, "X", not expected) is expected
+def test_booleans_read_the_usual_words(raw: str, expected: bool) -> None:
+    assert ServerSettings.from_env({"MLFLOW_SERVE_ARTIFACTS": raw}).serve_artifacts is expected
 
 
-def test_unset_values_take_defaults() -> None:
-    assert env_int({}, "X", 3) == 3
-    assert env_float({"X": " "}, "X", 1.5) == 1.5
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_boolean_is_unset_not_false(blank: str) -> None:
+    # A `.env` template's `MLFLOW_SERVE_ARTIFACTS=` used to turn the artifact proxy off.
+    env = {"MLFLOW_SERVE_ARTIFACTS": blank, "MLFLOW_PROMETHEUS": blank}
+    settings = ServerSettings.from_env(env)
+    assert settings.serve_artifacts is True and settings.prometheus is True
+    assert ServingSettings.from_env({"SERVING_START_FROM_CACHE": blank}).start_from_cache is True
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("blank", ["", " "], ids=["empty", "blank"])
+def test_every_empty_variable_means_unset(cls: type[StackSettings], blank: str) -> None:
+    """Every variable of every class, set to nothing (a `.env` template), gives the default."""
+    blanks = dict.fromkeys(cls.env_names().values(), blank)
+    assert cls.from_env(blanks) == cls.from_env({})
+
+
+def test_the_users_jobs_empty_variables_mean_unset() -> None:
+    # Its check needs the admin's password and one user: the other variables blank.
+    needed = {
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123",
+        "STACK_TRAINER_PASSWORD": "t" * 12,
+    }
+    blanks = dict.fromkeys(UsersSettings.env_names().values(), "") | needed
+    assert UsersSettings.from_env(blanks) == UsersSettings.from_env(needed)
+
+
+def test_every_field_is_an_environment_variable() -> None:
+    for cls in [*CLASSES, UsersSettings]:
+        assert set(cls.env_names()) == set(cls.model_fields), cls.__name__
+
+
+@pytest.mark.parametrize(
+    ("cls", "env", "message"),
+    [
+        (ServerSettings, {"MLFLOW_PORT": "5000x"}, "MLFLOW_PORT='5000x' is not a whole number"),
+        (ProtectionSettings, {"MLFLOW_PROTECTED_ALIASES": "[1"}, None),
+        (BucketSettings, {"BUCKET_WAIT_SECONDS": "soon"}, "BUCKET_WAIT_SECONDS='soon' is not a"),
+        (ServingSettings, {"SERVING_POLL_SECONDS": "0.1"}, "SERVING_POLL_SECONDS=0.1 is below 0.2"),
+        (ServingSettings, {"SERVING_START_FROM_CACHE": "sure"}, "SERVING_START_FROM_CACHE='sure'"),
+        (TrainingSettings, {"TRAINING_SEED": "4.5"}, "TRAINING_SEED='4.5' is not a whole number"),
+        (PromotionSettings, {"SERVER_WAIT_SECONDS": "-1"}, "SERVER_WAIT_SECONDS=-1 is below 0"),
+        (BackupSettings, {"BACKUP_URI": "ftp://x"}, "BACKUP_URI='ftp://x' is not supported"),
+        (LocalStackSettings, {"SERVING_PORT": "0"}, "SERVING_PORT=0 is below 1"),
+        (UsersSettings, {"STACK_TRAINER_PASSWORD": "x"}, "MLFLOW_AUTH_ADMIN_PASSWORD is not set"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_variable(
+    cls: type[StackSettings], env: dict[str, str], message: str | None
+) -> None:
+    if message is None:  # no value is wrong for this class: it must still read
+        cls.from_env(env)
+        return
+    with pytest.raises(ConfigError) as err:
+        cls.from_env(env)
+    text = str(err.value)
+    assert message in text and "\n" not in text and "pydantic" not in text
 
 
 def test_serving_defaults_follow_the_machine() -> None:

@@ -19,7 +19,6 @@ from tracking_server.stack_auth import (
     Action,
     Attempt,
     ProtectionSettings,
-    ScrapeSettings,
     audit,
     governed_handlers,
     refusal,
@@ -187,8 +186,8 @@ def test_the_metrics_endpoint_is_the_one_mlflows_exporter_registers(tmp_path, mo
 
 def test_the_scrape_only_user_is_off_unless_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STACK_METRICS_USERNAME", raising=False)
-    assert ScrapeSettings().metrics_username is None
+    assert ProtectionSettings.from_env().metrics_username is None
     monkeypatch.setenv("STACK_METRICS_USERNAME", "")
-    assert ScrapeSettings().metrics_username is None
+    assert ProtectionSettings.from_env().metrics_username is None
     monkeypatch.setenv("STACK_METRICS_USERNAME", "prometheus")
-    assert ScrapeSettings().metrics_username == "prometheus"
+    assert ProtectionSettings.from_env().metrics_username == "prometheus"
