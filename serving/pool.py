@@ -1,7 +1,9 @@
 """A pool of MLflow scoring processes serving one model version on Unix sockets.
 
-Each process runs exactly the command ``mlflow models serve --env-manager local`` runs (uvicorn
-with ``mlflow.pyfunc.scoring_server.app:app``), one worker each, on its own Unix socket: nginx
+Each process runs uvicorn with a scoring app: by default ``serving.scoring_app:app``, MLflow's
+endpoints with adaptive batching (``serving/batching.py``); with ``SERVING_ENGINE=mlflow``
+exactly what ``mlflow models serve --env-manager local`` runs (uvicorn with
+``mlflow.pyfunc.scoring_server.app:app``). One worker each, on its own Unix socket: nginx
 balances over them, which uses every core without uvicorn's multi-worker mode (whose sockets
 lack TCP_NODELAY and add ~40 ms to keep-alive answers), and Unix sockets have no Nagle delay at
 all. Starting uvicorn directly skips one Python start-up (the ``mlflow`` CLI) per process.
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 # What mlflow.pyfunc.scoring_server.get_cmd sets; tests/unit/test_pool.py checks they agree.
 MODEL_PATH_ENV = "__pyfunc_model_path__"
 APP = "mlflow.pyfunc.scoring_server.app:app"
+BATCHING_APP = "serving.scoring_app:app"
+APPS = {"mlflow": APP, "batching": BATCHING_APP}
 
 
 PR_SET_PDEATHSIG = 1
@@ -40,6 +44,15 @@ class PoolFailed(StackError):
     pass
 
 
+@dataclass(frozen=True)
+class BatchSettings:
+    """The scoring engine and its batching limits (SERVING_ENGINE, SERVING_MAX_BATCH_*)."""
+
+    engine: str = "batching"
+    max_rows: int = 32
+    max_wait_ms: float = 2.0
+
+
 def die_with_parent() -> None:
     """In a child before exec: get SIGTERM when the supervisor dies (Linux prctl), so neither
     nginx nor a scoring process outlives it holding a port or a socket."""
@@ -47,8 +60,10 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def scoring_command(socket_path: Path, version: str) -> list[str]:
-    """uvicorn itself stamps every answer with the version it serves (``--header``)."""
+def scoring_command(socket_path: Path, version: str, engine: str = "mlflow") -> list[str]:
+    """uvicorn itself stamps every answer with the version it serves (``--header``). uvloop and
+    httptools are named rather than left to uvicorn's ``auto`` (which picks them when they are
+    installed): a missing one fails the start instead of silently serving slower."""
     return [
         sys.executable,
         "-m",
@@ -60,14 +75,23 @@ def scoring_command(socket_path: Path, version: str) -> list[str]:
         "--no-access-log",
         "--timeout-keep-alive",
         "75",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
         "--header",
         f"X-Model-Version:{version}",
-        APP,
+        APPS[engine],
     ]
 
 
-def scoring_env(model_path: Path, request_timeout_s: int) -> dict[str, str]:
+def scoring_env(
+    model_path: Path, request_timeout_s: int, batch: BatchSettings | None = None
+) -> dict[str, str]:
     env = dict(os.environ)
+    if batch is not None:
+        env["SERVING_MAX_BATCH_ROWS"] = str(batch.max_rows)
+        env["SERVING_MAX_BATCH_WAIT_MS"] = str(batch.max_wait_ms)
     env[MODEL_PATH_ENV] = model_path.as_uri()
     env["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(request_timeout_s)
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -110,19 +134,23 @@ class ScoringPool:
         size: int,
         request_timeout_s: int,
         log_path: Path | None = None,
+        batch: BatchSettings | None = None,
     ) -> ScoringPool:
         run_dir.mkdir(parents=True, exist_ok=True)
         stamp = f"{version}-{int(time.time() * 1000) % 10**8}"
         sockets = [run_dir / f"v{stamp}-{i}.sock" for i in range(size)]
         pool = cls(version, model_path, sockets)
-        env = scoring_env(model_path, request_timeout_s) | json_logging_env(run_dir, stamp, version)
+        batch = batch or BatchSettings()
+        env = scoring_env(model_path, request_timeout_s, batch) | json_logging_env(
+            run_dir, stamp, version
+        )
         log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to children
         try:
             for sock in sockets:
                 sock.unlink(missing_ok=True)
                 pool.processes.append(
                     subprocess.Popen(
-                        scoring_command(sock, version),
+                        scoring_command(sock, version, batch.engine),
                         env=env,
                         stdin=subprocess.DEVNULL,
                         stdout=log,

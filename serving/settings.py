@@ -16,7 +16,15 @@ from stack_common.env import (
     env_int,
     env_str,
 )
+from stack_common.errors import ConfigError
 from stack_common.tracking import HttpBudget
+
+
+def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(env, name, default).lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,10 @@ class ServingSettings:
     # MLflow's client knobs as the operator set them (or the stack's defaults): the budget of
     # the registry look-ups at start; the supervisor's polls have their own, shorter one.
     registry_budget: HttpBudget
+    # The scoring app: "batching" (serving/batching.py) or "mlflow" (MLflow's own, verbatim).
+    engine: str = "batching"
+    max_batch_rows: int = 32
+    max_batch_wait_ms: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
@@ -78,6 +90,9 @@ class ServingSettings:
             download_max_wait_s=env_float(env, "SERVING_DOWNLOAD_MAX_WAIT_SECONDS", 30.0),
             download_timeout_s=env_int(env, "SERVING_DOWNLOAD_TIMEOUT_SECONDS", 600, minimum=1),
             registry_budget=HttpBudget.from_env(env),
+            engine=env_choice(env, "SERVING_ENGINE", "batching", ("batching", "mlflow")),
+            max_batch_rows=env_int(env, "SERVING_MAX_BATCH_ROWS", 32, minimum=1),
+            max_batch_wait_ms=env_float(env, "SERVING_MAX_BATCH_WAIT_MS", 2.0),
         )
 
     @property
