@@ -128,3 +128,25 @@ def test_split_by_rows() -> None:
     assert split(np.arange(4), [2, 3]) is None
     assert split({"a": 1}, [1, 1]) is None
     assert split(7, [1]) == [7]
+
+
+def test_engine_settings() -> None:
+    from serving.settings import ServingSettings
+    from stack_common.errors import ConfigError
+
+    default = ServingSettings.from_env({})
+    assert (default.engine, default.max_batch_rows, default.max_batch_wait_ms) == (
+        "batching",
+        32,
+        2.0,
+    )
+    chosen = ServingSettings.from_env(
+        {
+            "SERVING_ENGINE": "MLflow",
+            "SERVING_MAX_BATCH_ROWS": "8",
+            "SERVING_MAX_BATCH_WAIT_MS": "0",
+        }
+    )
+    assert (chosen.engine, chosen.max_batch_rows, chosen.max_batch_wait_ms) == ("mlflow", 8, 0.0)
+    with pytest.raises(ConfigError, match="SERVING_ENGINE"):
+        ServingSettings.from_env({"SERVING_ENGINE": "fast"})
