@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import json
 import logging
 import queue
 import threading
@@ -44,6 +45,10 @@ logger = logging.getLogger(__name__)
 
 JSON = scoring_server.CONTENT_TYPE_JSON
 CSV = scoring_server.CONTENT_TYPE_CSV
+DF_SPLIT = scoring_server.DF_SPLIT
+DF_RECORDS = scoring_server.DF_RECORDS
+# JSON values a column may hold and still be merged (nested lists or objects: alone).
+SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 @dataclass(frozen=True)
@@ -89,12 +94,11 @@ class Job:
     body: bytes
     content_type: str | None
     deliver: Callable[[Answer], object]
-    frame: Any = None  # the parsed DataFrame when the request can be merged
+    # When the request can be merged: its rows (a JSON request's decoded rows, or a CSV
+    # request's parsed DataFrame), how many, and what it may be merged with.
+    payload: Any = None
+    rows: int = 0
     key: tuple = ()
-
-    @property
-    def rows(self) -> int:
-        return 0 if self.frame is None else len(self.frame)
 
 
 @dataclass
@@ -118,6 +122,12 @@ class Batcher:
         self.max_rows = max(1, max_rows)
         self.max_wait_s = max(0.0, max_wait_s)
         self.takes_params = "params" in inspect.signature(model.predict).parameters
+        # MLflow passes a type-hinted model's "inputs" unparsed: nothing to merge then.
+        metadata = model.metadata
+        self.parses_json = not (
+            hasattr(metadata, "_is_signature_from_type_hint")
+            and metadata._is_signature_from_type_hint()
+        )
         self.stats = BatchStats()
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._held: Job | None = None  # parsed, but did not fit into the last batch
@@ -183,32 +193,86 @@ class Batcher:
             self._predict(jobs)
 
     def _parse(self, job: Job) -> bool:
-        """Parse ``job`` with MLflow's functions; True when it can be merged."""
+        """True when ``job`` can be merged; its rows and merge key are then set.
+
+        JSON: only the DataFrame formats (``dataframe_split`` with just columns and data,
+        ``dataframe_records``), decoded but not yet parsed: a batch is parsed once, by MLflow's
+        own ``_parse_json_data`` on the merged JSON. Requests are merged only when each column
+        holds the same JSON types, so pandas infers the same dtypes for the merged frame as for
+        each alone. CSV: parsed alone by MLflow's ``parse_csv_input``, merged by dtypes.
+        """
         media_type = _plain_media_type(job.content_type)
         if media_type is None:
             return False
+        if media_type == JSON:
+            return self.parses_json and self._json_rows(job)
         import pandas as pd
 
         try:
-            if media_type == CSV:
-                text = job.body.decode("utf-8")
-                frame = scoring_server.parse_csv_input(StringIO(text), schema=self.schema)
-            else:
-                parsed = scoring_server._parse_json_data(job.body, self.model.metadata, self.schema)
-                if parsed.params is not None or parsed.is_unified_llm_input:
-                    return False
-                frame = parsed.data
+            text = job.body.decode("utf-8")
+            frame = scoring_server.parse_csv_input(StringIO(text), schema=self.schema)
         except Exception:
             return False  # MLflow's own code answers with its error
-        if not isinstance(frame, pd.DataFrame) or len(frame) == 0:
+        if not isinstance(frame, pd.DataFrame) or not 0 < len(frame) <= self.max_rows:
             return False
-        job.frame = frame
-        job.key = (tuple(frame.columns), tuple(str(t) for t in frame.dtypes))
+        job.payload, job.rows = frame, len(frame)
+        job.key = (CSV, tuple(frame.columns), tuple(str(t) for t in frame.dtypes))
         return True
+
+    def _json_rows(self, job: Job) -> bool:
+        try:
+            decoded = json.loads(job.body)
+        except Exception:
+            return False
+        if not isinstance(decoded, dict) or len(decoded) != 1:
+            return False  # params, several formats, unified LLM input, nothing: MLflow's
+        [(fmt, value)] = decoded.items()
+        if fmt == DF_SPLIT:
+            if not isinstance(value, dict) or set(value) != {"columns", "data"}:
+                return False
+            columns, rows = value["columns"], value["data"]
+            if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+                return False
+            if not isinstance(rows, list) or not all(
+                isinstance(row, list) and len(row) == len(columns) for row in rows
+            ):
+                return False
+            cells: Callable[[int], Any] = lambda i: (row[i] for row in rows)  # noqa: E731
+        elif fmt == DF_RECORDS:
+            if not isinstance(rows := value, list) or not rows or not isinstance(rows[0], dict):
+                return False
+            columns = list(rows[0])
+            if not all(isinstance(row, dict) and list(row) == columns for row in rows):
+                return False
+            cells = lambda i: (row[columns[i]] for row in rows)  # noqa: E731
+        else:
+            return False  # tensor formats (inputs, instances): MLflow's, alone
+        if not 0 < len(rows) <= self.max_rows or len(set(columns)) != len(columns):
+            return False
+        types = tuple(frozenset(type(cell) for cell in cells(i)) for i in range(len(columns)))
+        if not all(kinds <= SCALARS for kinds in types):
+            return False
+        job.payload, job.rows = rows, len(rows)
+        job.key = (fmt, tuple(columns), types)
+        return True
+
+    def _merged_frame(self, jobs: list[Job]) -> Any:
+        """The DataFrame of the batch: MLflow's parsing of the merged JSON, or the CSV frames
+        concatenated."""
+        import pandas as pd
+
+        fmt, columns, _ = jobs[0].key
+        if fmt == CSV:
+            frames = [job.payload for job in jobs]
+            return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        rows = [row for job in jobs for row in job.payload]
+        merged = {fmt: {"columns": list(columns), "data": rows} if fmt == DF_SPLIT else rows}
+        parsed = scoring_server._parse_json_data(merged, self.model.metadata, self.schema)
+        return parsed.data
 
     def _alone(self, job: Job) -> None:
         answer = mlflow_answer(job.body, job.content_type, self.model, self.schema)
-        if answer.status == 200 and job.frame is not None:
+        if answer.status == 200 and job.rows:
             answer = Answer(answer.body, answer.status, answer.media_type, job.rows)
         with self.stats.lock:
             self.stats.alone += 1
@@ -217,9 +281,11 @@ class Batcher:
     def _predict(self, jobs: list[Job]) -> None:
         import pandas as pd
 
-        frames = [job.frame for job in jobs]
-        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        total = sum(job.rows for job in jobs)
         try:
+            frame = self._merged_frame(jobs)
+            if not isinstance(frame, pd.DataFrame) or len(frame) != total:
+                raise ValueError("the merged input is not one row per request row")
             if self.takes_params:
                 predictions = self.model.predict(frame, params=None)
             else:
