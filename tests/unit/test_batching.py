@@ -43,6 +43,8 @@ GOOD = [
     (json.dumps({"instances": [{"hours": 8.0}]}).encode(), JSON),
     (b"hours\n9\n10\n", "text/csv"),
     (split_body(11.0), "application/json; charset=UTF-8"),
+    (split_body(1, 2), JSON),  # ints: merged only with ints
+    (json.dumps({"dataframe_records": [{"hours": 3}, {"hours": 4.5}]}).encode(), JSON),
 ]
 BAD = [
     (b"{not json", JSON),
@@ -54,6 +56,7 @@ BAD = [
     (split_body(1.0), "application/json; charset=latin-1"),
     (b"", JSON),
     (b"[]", JSON),
+    (split_body(None, 2.0), JSON),
 ]
 
 
