@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import json
 import logging
 import os
@@ -60,10 +61,18 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def fast_io() -> list[str]:
+    """uvloop's event loop and httptools' parser (about twice the requests of asyncio + h11 in
+    a scoring process); uvicorn's ``auto`` where one is not installed, with a warning."""
+    missing = [name for name in ("uvloop", "httptools") if importlib.util.find_spec(name) is None]
+    if missing:
+        logger.warning("%s not installed: the scoring processes are slower", ", ".join(missing))
+        return []
+    return ["--loop", "uvloop", "--http", "httptools"]
+
+
 def scoring_command(socket_path: Path, version: str, engine: str = "mlflow") -> list[str]:
-    """uvicorn itself stamps every answer with the version it serves (``--header``). uvloop and
-    httptools are named rather than left to uvicorn's ``auto`` (which picks them when they are
-    installed): a missing one fails the start instead of silently serving slower."""
+    """uvicorn itself stamps every answer with the version it serves (``--header``)."""
     return [
         sys.executable,
         "-m",
@@ -75,10 +84,7 @@ def scoring_command(socket_path: Path, version: str, engine: str = "mlflow") -> 
         "--no-access-log",
         "--timeout-keep-alive",
         "75",
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
+        *fast_io(),
         "--header",
         f"X-Model-Version:{version}",
         APPS[engine],
