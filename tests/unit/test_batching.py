@@ -153,3 +153,51 @@ def test_engine_settings() -> None:
     assert (chosen.engine, chosen.max_batch_rows, chosen.max_batch_wait_ms) == ("mlflow", 8, 0.0)
     with pytest.raises(ConfigError, match="SERVING_ENGINE"):
         ServingSettings.from_env({"SERVING_ENGINE": "fast"})
+
+
+def call(app, method: str, path: str, body: bytes = b"", content_type: str = JSON):
+    """One HTTP request through the ASGI app: (status, headers, body)."""
+    import asyncio
+
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(b"content-type", content_type.encode())],
+    }
+    asyncio.run(app(scope, receive, send))
+    headers = dict(sent[0]["headers"])
+    return sent[0]["status"], headers, sent[1]["body"]
+
+
+def test_the_scoring_app_answers_as_mlflows(model) -> None:
+    from mlflow.version import VERSION
+
+    from serving.scoring_app import ScoringApp
+
+    app = ScoringApp(model, max_rows=32, max_wait_s=0.002, timeout_s=10)
+    try:
+        assert call(app, "GET", "/ping")[0::2] == (200, b"\n")
+        assert call(app, "GET", "/health")[0] == 200
+        assert call(app, "GET", "/version")[0::2] == (200, VERSION.encode())
+        assert call(app, "GET", "/nothing")[0] == 404
+        assert call(app, "GET", "/invocations")[0] == 405
+        assert call(app, "POST", "/ping")[0] == 405
+        body = split_body(2.0, 3.0)
+        status, headers, answer = call(app, "POST", "/invocations", body)
+        alone = mlflow_answer(body, JSON, model, model.metadata.get_input_schema())
+        assert (status, answer) == (200, alone.body)
+        assert headers[b"x-batch-rows"] == b"2"
+        status, headers, _ = call(app, "POST", "/invocations", b"{not json")
+        assert status == 400 and b"x-batch-rows" not in headers
+    finally:
+        app.batcher.stop()
