@@ -340,9 +340,9 @@ def plot(results: dict, path: Path) -> None:
     default=None,
     help="Where MLServer's virtualenv is made, or reused (default: a throwaway one).",
 )
-@click.option("--output", default="serving", show_default=True, help="Result file stem.")
+@click.option("--output", "stem", default="serving", show_default=True, help="Result file stem.")
 def main(
-    seconds: float, repeats: int, switch_seconds: float, mlserver_venv: Path | None, output: str
+    seconds: float, repeats: int, switch_seconds: float, mlserver_venv: Path | None, stem: str
 ) -> None:
     logging.basicConfig(level=logging.WARNING)
     wrk.require_wrk()
@@ -430,10 +430,10 @@ def main(
         results["failed_requests"] = failed
         results["machine"] = {"cpus": os.cpu_count(), "wrk_seconds": seconds}
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{output}.json").write_text(json.dumps(results, indent=1) + "\n")
-        plot(results, RESULTS / f"{output}.png")
+        (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+        plot(results, RESULTS / f"{stem}.png")
         print_table(results)
-        print(f"\nwrote {RESULTS / output}.json and .png")
+        print(f"\nwrote {RESULTS / stem}.json and .png")
     except BaseException:
         print(f"benchmark failed; logs kept in {work}", file=sys.stderr)
         raise
