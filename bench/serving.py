@@ -52,9 +52,14 @@ from training.settings import TrainingSettings  # noqa: E402
 
 MODEL = "bench-grades"
 CONCURRENCY = (1, 8, 32)
-SERVERS = ("plain", "stack", "mlserver", "ceiling")
+SERVERS = ("plain", "stack", "mlserver", "mlserver_v2", "ceiling")
+PEERS = ("plain", "mlserver", "mlserver_v2")
 MLSERVER_PINS = ("mlserver==1.7.1", "mlserver-mlflow==1.7.1", "mlflow==3.17.2")
 MLSERVER_BATCH = {"max_batch_size": 32, "max_batch_time": 0.002}
+# The same single-row prediction in MLServer's V2 inference protocol.
+V2_SCRIPT = wrk.SCRIPT.replace(
+    wrk.BODY, '{"inputs": [{"name": "hours", "shape": [1], "datatype": "FP64", "data": [5.0]}]}'
+)
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 logger = logging.getLogger("bench.serving")
@@ -261,19 +266,19 @@ def answered_version(url: str) -> str | None:
 
 
 def print_table(results: dict) -> None:
-    print(f"\n{'server':<10}{'conc':>6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"\n{'server':<12}{'conc':>6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for server in SERVERS:
         for c in CONCURRENCY:
             key = str(c)
             print(
-                f"{server:<10}{c:>6}{results['rps'][server][key]:>10.0f}"
+                f"{server:<12}{c:>6}{results['rps'][server][key]:>10.0f}"
                 f"{results['p50_ms'][server][key]:>10.2f}{results['p99_ms'][server][key]:>10.2f}"
             )
     print("\nratios (req/s: stack/plain, stack/best peer, stack/ceiling; p99: stack/plain):")
     for c in CONCURRENCY:
         key = str(c)
         rps, p99 = results["rps"], results["p99_ms"]
-        best_peer = max(rps["plain"][key], rps["mlserver"][key])
+        best_peer = max(rps[peer][key] for peer in PEERS)
         print(
             f"  c={c:<3} {rps['stack'][key] / rps['plain'][key]:.2f}x   "
             f"{rps['stack'][key] / best_peer:.2f}x   "
@@ -307,9 +312,9 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    width = 0.2
+    width = 0.16
     for i, server in enumerate(SERVERS):
-        xs = [j + (i - 1.5) * width for j in range(len(CONCURRENCY))]
+        xs = [j + (i - 2) * width for j in range(len(CONCURRENCY))]
         axes[0].bar(xs, [results["rps"][server][str(c)] for c in CONCURRENCY], width, label=server)
         axes[1].bar(
             xs, [results["p99_ms"][server][str(c)] for c in CONCURRENCY], width, label=server
@@ -378,7 +383,7 @@ def main(
         breakdown = cold_start_breakdown(model_path, repeats)
 
         print("throughput ...", flush=True)
-        ports = {name: free_port() for name in SERVERS}
+        ports = {name: free_port() for name in SERVERS if name != "mlserver_v2"}
         running = {
             "plain": servers.plain(ports["plain"]),
             "stack": servers.stack(ports["stack"], warm_cache),
@@ -386,18 +391,25 @@ def main(
             "ceiling": servers.ceiling(ports["ceiling"], model_path),
         }
         results: dict = {"rps": {}, "p50_ms": {}, "p99_ms": {}}
-        for name, process in running.items():
-            url = f"http://127.0.0.1:{ports[name]}"
-            first_answer(url, process)
-            wrk.run(url, 8, 2)  # warm-up
+        # MLServer's adaptive batching wraps its V2 `infer` only; its MLflow-protocol
+        # /invocations (the request every other server gets) predicts each request alone. So
+        # MLServer is measured on both: "mlserver" (/invocations) and "mlserver_v2".
+        points = [(name, name, wrk.SCRIPT, "/invocations") for name in running]
+        points.insert(3, ("mlserver_v2", "mlserver", V2_SCRIPT, f"/v2/models/{MODEL}/infer"))
+        for name, server, script, path in points:
+            url = f"http://127.0.0.1:{ports[server]}"
+            first_answer(url, running[server])
+            wrk.run(url, 8, 2, script, path)  # warm-up
             for metric in results:
                 results[metric][name] = {}
             for c in CONCURRENCY:
-                measured = wrk.run(url, c, seconds)
+                measured = wrk.run(url, c, seconds, script, path)
+                if measured.failed:  # wrk's req/s counts them too
+                    print(f"  {name}: {measured.failed} failed requests at c={c}!", flush=True)
                 results["rps"][name][str(c)] = measured.rps
                 results["p50_ms"][name][str(c)] = measured.p50_ms
                 results["p99_ms"][name][str(c)] = measured.p99_ms
-                print(f"  {name:<8} c={c:<3} {measured.rps:8.0f} req/s", flush=True)
+                print(f"  {name:<11} c={c:<3} {measured.rps:8.0f} req/s", flush=True)
         for name in ("plain", "mlserver", "ceiling"):
             servers.stop(running[name])
 
