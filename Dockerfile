@@ -39,7 +39,7 @@ COPY requirements.lock ./
 RUN pip install --no-cache-dir -c requirements.lock \
       mlflow==3.17.2 scikit-learn==1.9.1 pandas==3.1.1 numpy==2.4.6 \
       click==8.5.1 tenacity==9.2.1 requests==2.34.2 setuptools==80.9.0 pydantic-settings==2.16.3 \
-      prometheus-client==0.26.0
+      prometheus-client==0.26.0 uvloop==0.23.0 httptools==0.9.0
 
 # --- trainer: `stack-train` (the default command) and the promotion CLI `stack-registry` --------
 # It needs only MLFLOW_TRACKING_URI: artifacts go through the tracking server's proxy.
@@ -99,10 +99,9 @@ RUN pip install --no-cache-dir -c requirements.lock \
 # create-bucket and create-users.
 FROM store-clients AS tracking-server
 # Flask-WTF: MLflow's basic-auth app (its "auth" extra), which only the tracking server runs.
-# uvloop + httptools: the uvicorn workers' loop and parser (MLFLOW_UVICORN_OPTS, bench/README.md).
 # prometheus-flask-exporter: what `mlflow server --expose-prometheus` imports (GET /metrics).
 RUN pip install --no-cache-dir -c requirements.lock \
-      Flask-WTF==1.3.0 uvloop==0.23.0 httptools==0.9.0 prometheus-flask-exporter==0.23.2
+      Flask-WTF==1.3.0 prometheus-flask-exporter==0.23.2
 
 COPY pyproject.toml ./
 COPY stack_common/ stack_common/

@@ -43,14 +43,18 @@ logger = logging.getLogger(__name__)
 ACCESS_LOG = "invocations.log"
 METRICS_SOCKET = "metrics.sock"
 STATUS_SOCKET = "nginx-status.sock"
-# One line per /invocations answer: when it ended, status, seconds, version that answered.
-NGINX_LOG_FORMAT = "$msec $status $request_time $upstream_http_x_model_version"
+# One line per /invocations answer: when it ended, status, seconds, version that answered, rows
+# of the model call that answered it (the batching engine's X-Batch-Rows; "-" when none).
+NGINX_LOG_FORMAT = (
+    "$msec $status $request_time $upstream_http_x_model_version $upstream_http_x_batch_rows"
+)
 
 # Buckets from 0.5 ms to 10 s. nginx measures request time in milliseconds, so the first
 # bucket holds the answers under 1 ms.
 DURATION_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 10_000, 100_000)
 DOWNLOAD_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 ROTATE_BYTES = 16 * 1024 * 1024  # ~250,000 requests; then the log is rotated (USR1)
 ROTATED_GRACE_S = 5.0  # nginx workers reopen at once; the rotated file is read this long
@@ -158,6 +162,14 @@ class ServingMetrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        self.batch_rows = Histogram(
+            "serving_batch_rows",
+            "Rows of the model call that answered each /invocations request (one observation "
+            "per answer: a batch of 3 requests counts 3 times). 1 everywhere: nothing batched.",
+            ["model", "version"],
+            buckets=BATCH_ROWS_BUCKETS,
+            registry=r,
+        )
         self.model_info = Gauge(
             "serving_model_info",
             "1 for the version serving now; source: registry, or cache when started from it.",
@@ -236,8 +248,9 @@ class ServingMetrics:
     def count(self, lines: Iterable[str]) -> None:
         for line in lines:
             try:
-                ended, status, seconds, version = line.split(" ", 3)
+                ended, status, seconds, version, *rest = line.split(" ")
                 ended_at, took = float(ended), float(seconds)
+                rows = int(rest[0]) if rest and rest[0] not in ("-", "") else None
             except ValueError:
                 logger.warning("unreadable nginx log line %r; not counted", line[:200])
                 continue
@@ -245,6 +258,8 @@ class ServingMetrics:
                 version = self.version_at(ended_at)
             self.requests.labels(self.model, version, self.alias, status).inc()
             self.duration.labels(self.model, version).observe(took)
+            if rows is not None:
+                self.batch_rows.labels(self.model, version).observe(rows)
 
     def drain(self) -> None:
         """Count every line nginx has written so far; rotate the log when it is large."""

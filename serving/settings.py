@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import field_validator
 
 from stack_common.settings import DEFAULT_SERVING_PORT, ClientSettings, UserPath, env
 from stack_common.tracking import CLIENT_ENV_DEFAULTS, HttpBudget
@@ -61,6 +63,15 @@ class ServingSettings(ClientSettings):
         float(CLIENT_ENV_DEFAULTS["MLFLOW_HTTP_REQUEST_TIMEOUT"]),
         ge=0,
     )
+    # The scoring app: "batching" (serving/batching.py) or "mlflow" (MLflow's own, verbatim).
+    engine: Literal["batching", "mlflow"] = env("SERVING_ENGINE", "batching")
+    max_batch_rows: int = env("SERVING_MAX_BATCH_ROWS", 32, ge=1)
+    max_batch_wait_ms: float = env("SERVING_MAX_BATCH_WAIT_MS", 2.0, ge=0)
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @property
     def cache_max_bytes(self) -> int:

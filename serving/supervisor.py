@@ -27,7 +27,7 @@ from serving.cache import CacheEntry, ModelCache
 from serving.front import Front, FrontConfig
 from serving.metrics import ServingMetrics
 from serving.model_source import RegistrySource
-from serving.pool import PoolFailed, ScoringPool, example_request
+from serving.pool import BatchSettings, PoolFailed, ScoringPool, example_request
 from serving.settings import ServingSettings
 from stack_common.errors import describe_mlflow_error, one_line, refused_status
 
@@ -383,6 +383,9 @@ def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor
             settings.workers,
             settings.request_timeout_s,
             model_name=settings.model_name,
+            batch=BatchSettings(
+                settings.engine, settings.max_batch_rows, settings.max_batch_wait_ms
+            ),
         )
 
     def cleanup() -> None:

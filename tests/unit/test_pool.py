@@ -6,7 +6,14 @@ from pathlib import Path
 
 from mlflow.pyfunc import scoring_server
 
-from serving.pool import APP, MODEL_PATH_ENV, scoring_command, scoring_env
+from serving.pool import (
+    APP,
+    BATCHING_APP,
+    MODEL_PATH_ENV,
+    BatchSettings,
+    scoring_command,
+    scoring_env,
+)
 
 
 def test_same_app_and_environment_as_mlflow_models_serve(tmp_path: Path) -> None:
@@ -24,3 +31,12 @@ def test_one_uvicorn_worker_per_unix_socket(tmp_path: Path) -> None:
     assert cmd[cmd.index("--workers") + 1] == "1"
     assert cmd[-1] == APP
     assert cmd[cmd.index("--header") + 1] == "X-Model-Version:7"
+
+
+def test_the_batching_engine_runs_in_the_same_uvicorn_with_its_limits(tmp_path: Path) -> None:
+    cmd = scoring_command(tmp_path / "a.sock", "7", engine="batching")
+    assert cmd[-1] == BATCHING_APP
+    assert cmd[cmd.index("--loop") + 1] == "uvloop"
+    assert cmd[cmd.index("--http") + 1] == "httptools"
+    env = scoring_env(tmp_path, 60, BatchSettings("batching", 8, 1.5))
+    assert env["SERVING_MAX_BATCH_ROWS"] == "8" and env["SERVING_MAX_BATCH_WAIT_MS"] == "1.5"

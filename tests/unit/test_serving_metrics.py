@@ -235,3 +235,24 @@ def test_nginx_accepts_the_config(tmp_path: Path) -> None:
         text=True,
     )
     assert check.returncode == 0, check.stderr
+
+
+def test_batch_rows_are_counted_from_the_scoring_processes_header(
+    metrics: ServingMetrics, tmp_path: Path
+) -> None:
+    metrics.status(served("1"), health(), pool_started_at=1.0)
+    log(
+        tmp_path,
+        "1700000000.100 200 0.002 1 3",
+        "1700000000.100 200 0.002 1 3",
+        "1700000000.200 200 0.001 1 1",
+        "1700000000.300 400 0.001 1 -",
+        "1700000000.400 200 0.001 1",  # SERVING_ENGINE=mlflow, or a log from before
+    )
+    metrics.drain()
+    count = metrics.registry.get_sample_value
+    labels = {"model": MODEL, "version": "1"}
+    assert count("serving_batch_rows_count", labels) == 3
+    assert count("serving_batch_rows_sum", labels) == 7
+    assert count("serving_batch_rows_bucket", labels | {"le": "2.0"}) == 1
+    assert count("serving_requests_total", labels | {"alias": "production", "status": "200"}) == 4

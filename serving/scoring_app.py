@@ -1,0 +1,157 @@
+"""The batching scoring app: MLflow's scoring server's endpoints, predictions batched.
+
+A drop-in for ``mlflow.pyfunc.scoring_server.app:app`` (uvicorn runs it the same way, with the
+model path in the same environment variable): ``/ping``, ``/health``, ``/version`` and
+``/invocations`` answer as MLflow's do (statuses, bodies, timeout answer), but ``/invocations``
+goes through ``serving.batching.Batcher``. It is a bare ASGI callable rather than a FastAPI app:
+with four fixed routes, FastAPI's routing and middleware are most of the per-request cost.
+
+Each ``/invocations`` answer that came from a model call carries ``X-Batch-Rows``, the rows that
+call predicted; nginx logs it and ``serving/metrics.py`` counts ``serving_batch_rows``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from mlflow.environment_variables import (
+    _MLFLOW_IS_IN_SERVING_ENVIRONMENT,
+    MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT,
+)
+from mlflow.pyfunc import scoring_server
+from mlflow.version import VERSION
+
+from serving.batching import Answer, Batcher
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+MAX_ROWS_ENV = "SERVING_MAX_BATCH_ROWS"
+MAX_WAIT_ENV = "SERVING_MAX_BATCH_WAIT_MS"
+DEFAULT_MAX_ROWS = 32
+DEFAULT_MAX_WAIT_MS = 2.0
+BATCH_ROWS_HEADER = b"x-batch-rows"
+
+JSON = b"application/json"
+# FastAPI's answers for a path or a method it has no route for.
+NOT_FOUND = Answer(b'{"detail":"Not Found"}', 404, "application/json")
+NOT_ALLOWED = Answer(b'{"detail":"Method Not Allowed"}', 405, "application/json")
+TIMED_OUT = Answer(b"Request processing time exceeded limit", 504, "application/json")
+
+
+class ScoringApp:
+    def __init__(self, model: Any, max_rows: int, max_wait_s: float, timeout_s: float) -> None:
+        self.batcher = Batcher(model, max_rows, max_wait_s)
+        self.timeout_s = timeout_s
+        self.ping = Answer(b"\n", 200 if model is not None else 404, "application/json")
+        self.version = Answer(VERSION.encode(), 200, "application/json")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path == "/invocations":
+            if method != "POST":
+                await respond(send, NOT_ALLOWED, allow=b"POST")
+                return
+            try:
+                answer = await asyncio.wait_for(self._invocation(scope, receive), self.timeout_s)
+            except TimeoutError:
+                answer = TIMED_OUT
+            if answer is not None:  # None: the client left before sending its body
+                await respond(send, answer)
+        elif path in ("/ping", "/health", "/version"):
+            if method != "GET":
+                await respond(send, NOT_ALLOWED, allow=b"GET")
+                return
+            await respond(send, self.version if path == "/version" else self.ping)
+        else:
+            await respond(send, NOT_FOUND)
+
+    async def _invocation(self, scope: Scope, receive: Receive) -> Answer | None:
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        content_type = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+                break
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answer] = loop.create_future()
+
+        def resolve(answer: Answer) -> None:
+            if not future.done():
+                future.set_result(answer)
+
+        self.batcher.submit(body, content_type, lambda a: loop.call_soon_threadsafe(resolve, a))
+        return await future
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.batcher.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def respond(send: Send, answer: Answer, allow: bytes | None = None) -> None:
+    headers = [
+        (b"content-type", answer.media_type.encode()),
+        (b"content-length", str(len(answer.body)).encode()),
+    ]
+    if answer.batch_rows is not None:
+        headers.append((BATCH_ROWS_HEADER, str(answer.batch_rows).encode()))
+    if allow is not None:
+        headers.append((b"allow", allow))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+def _number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+def create_app() -> ScoringApp:
+    """What ``mlflow.pyfunc.scoring_server.app`` does at import: load the model the environment
+    names, mark the process as serving; then the batching settings the pool passed."""
+    model = scoring_server.load_model_with_mlflow_config(
+        os.environ[scoring_server._SERVER_MODEL_PATH]
+    )
+    os.environ[_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name] = "true"
+    return ScoringApp(
+        model,
+        max_rows=int(_number(MAX_ROWS_ENV, DEFAULT_MAX_ROWS)),
+        max_wait_s=_number(MAX_WAIT_ENV, DEFAULT_MAX_WAIT_MS) / 1000,
+        timeout_s=float(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get()),
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """``serving.scoring_app:app`` loads the model on first use, so importing this module (tests,
+    type checks) does not need one."""
+    if name == "app":
+        app = create_app()
+        globals()["app"] = app
+        return app
+    raise AttributeError(name)

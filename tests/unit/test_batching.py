@@ -1,0 +1,203 @@
+"""The batching engine answers every request exactly as MLflow's ``invocations`` does, whether
+it was merged with others or not (serving/batching.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.batching import Answer, Batcher, mlflow_answer, split
+
+JSON = "application/json"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory):
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LinearRegression
+
+    hours = pd.DataFrame({"hours": [0.0, 2.0, 4.0, 8.0, 12.0]})
+    fitted = LinearRegression().fit(hours, [30.0, 40.0, 52.0, 70.0, 90.0])
+    path = tmp_path_factory.mktemp("model") / "m"
+    mlflow.sklearn.save_model(fitted, path, signature=infer_signature(hours, fitted.predict(hours)))
+    return mlflow.pyfunc.load_model(str(path))
+
+
+def split_body(*hours: float) -> bytes:
+    return json.dumps(
+        {"dataframe_split": {"columns": ["hours"], "data": [[h] for h in hours]}}
+    ).encode()
+
+
+GOOD = [
+    (split_body(1.0), JSON),
+    (split_body(2.0, 3.0, 4.0), JSON),
+    (json.dumps({"dataframe_records": [{"hours": 5.5}]}).encode(), JSON),
+    (json.dumps({"inputs": {"hours": [6.0, 7.0]}}).encode(), JSON),
+    (json.dumps({"instances": [{"hours": 8.0}]}).encode(), JSON),
+    (b"hours\n9\n10\n", "text/csv"),
+    (split_body(11.0), "application/json; charset=UTF-8"),
+    (split_body(1, 2), JSON),  # ints: merged only with ints
+    (json.dumps({"dataframe_records": [{"hours": 3}, {"hours": 4.5}]}).encode(), JSON),
+]
+BAD = [
+    (b"{not json", JSON),
+    (json.dumps({"dataframe_records": [{"hour": 1}]}).encode(), JSON),
+    (json.dumps({"dataframe_records": [{"hours": "many"}]}).encode(), JSON),
+    (json.dumps({"dataframe_records": [{"hours": None}]}).encode(), JSON),
+    (json.dumps({"dataframe_split": {"columns": ["hours"], "data": []}}).encode(), JSON),
+    (b"hours\n5\n", "text/plain"),
+    (split_body(1.0), "application/json; charset=latin-1"),
+    (b"", JSON),
+    (b"[]", JSON),
+    (split_body(None, 2.0), JSON),
+]
+
+
+def run_together(model, requests: list[tuple[bytes, str]], **limits) -> list[Answer]:
+    """Every request queued before the worker starts, so they meet in the same batches."""
+    answers: list[Answer | None] = [None] * len(requests)
+    done = threading.Semaphore(0)
+    batcher = Batcher(model, start=False, **{"max_rows": 32, "max_wait_s": 0.0, **limits})
+
+    def deliver(i: int):
+        def put(answer: Answer) -> None:
+            answers[i] = answer
+            done.release()
+
+        return put
+
+    for i, (body, content_type) in enumerate(requests):
+        batcher.submit(body, content_type, deliver(i))
+    batcher.start()
+    for _ in requests:
+        assert done.acquire(timeout=30)
+    batcher.stop()
+    return [a for a in answers if a is not None]
+
+
+def test_merged_answers_are_mlflows(model) -> None:
+    requests = GOOD * 3
+    schema = model.metadata.get_input_schema()
+    answers = run_together(model, requests)
+    for (body, content_type), answer in zip(requests, answers, strict=True):
+        alone = mlflow_answer(body, content_type, model, schema)
+        assert (answer.status, answer.body) == (alone.status, alone.body)
+    assert max(a.batch_rows or 0 for a in answers) > 3  # they were merged
+
+
+def test_a_bad_request_never_fails_the_others_in_its_batch(model) -> None:
+    requests = [r for pair in zip(GOOD, BAD, strict=False) for r in pair] + BAD[len(GOOD) :]
+    schema = model.metadata.get_input_schema()
+    answers = run_together(model, requests)
+    for (body, content_type), answer in zip(requests, answers, strict=True):
+        alone = mlflow_answer(body, content_type, model, schema)
+        assert answer.status == alone.status, body
+        if alone.status == 200:
+            assert answer.body == alone.body
+    assert sum(a.status == 200 for a in answers) == len(GOOD)
+
+
+def test_batches_stop_at_max_rows(model) -> None:
+    answers = run_together(model, [(split_body(float(i)), JSON) for i in range(10)], max_rows=4)
+    assert {a.status for a in answers} == {200}
+    assert max(a.batch_rows or 0 for a in answers) == 4
+
+
+def test_a_merged_call_that_fails_falls_back_to_each_alone(model) -> None:
+    class Failing:
+        metadata = model.metadata
+
+        def predict(self, data, params=None):
+            if len(data) > 1:
+                raise RuntimeError("batch of several rows")
+            return model.predict(data, params=params)
+
+    answers = run_together(Failing(), [(split_body(1.0), JSON), (split_body(2.0), JSON)])
+    assert [a.status for a in answers] == [200, 200]
+
+
+def test_split_by_rows() -> None:
+    assert [p.tolist() for p in split(np.arange(5), [2, 3])] == [[0, 1], [2, 3, 4]]
+    frame = pd.DataFrame({"a": range(3)})
+    assert [len(p) for p in split(frame, [1, 2])] == [1, 2]
+    assert split([1, 2, 3], [1, 2]) == [[1], [2, 3]]
+    assert split(np.arange(4), [2, 3]) is None
+    assert split({"a": 1}, [1, 1]) is None
+    assert split(7, [1]) == [7]
+
+
+def test_engine_settings() -> None:
+    from serving.settings import ServingSettings
+    from stack_common.errors import ConfigError
+
+    default = ServingSettings.from_env({})
+    assert (default.engine, default.max_batch_rows, default.max_batch_wait_ms) == (
+        "batching",
+        32,
+        2.0,
+    )
+    chosen = ServingSettings.from_env(
+        {
+            "SERVING_ENGINE": "MLflow",
+            "SERVING_MAX_BATCH_ROWS": "8",
+            "SERVING_MAX_BATCH_WAIT_MS": "0",
+        }
+    )
+    assert (chosen.engine, chosen.max_batch_rows, chosen.max_batch_wait_ms) == ("mlflow", 8, 0.0)
+    with pytest.raises(ConfigError, match="SERVING_ENGINE"):
+        ServingSettings.from_env({"SERVING_ENGINE": "fast"})
+
+
+def call(app, method: str, path: str, body: bytes = b"", content_type: str = JSON):
+    """One HTTP request through the ASGI app: (status, headers, body)."""
+    import asyncio
+
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(b"content-type", content_type.encode())],
+    }
+    asyncio.run(app(scope, receive, send))
+    headers = dict(sent[0]["headers"])
+    return sent[0]["status"], headers, sent[1]["body"]
+
+
+def test_the_scoring_app_answers_as_mlflows(model) -> None:
+    from mlflow.version import VERSION
+
+    from serving.scoring_app import ScoringApp
+
+    app = ScoringApp(model, max_rows=32, max_wait_s=0.002, timeout_s=10)
+    try:
+        assert call(app, "GET", "/ping")[0::2] == (200, b"\n")
+        assert call(app, "GET", "/health")[0] == 200
+        assert call(app, "GET", "/version")[0::2] == (200, VERSION.encode())
+        assert call(app, "GET", "/nothing")[0] == 404
+        assert call(app, "GET", "/invocations")[0] == 405
+        assert call(app, "POST", "/ping")[0] == 405
+        body = split_body(2.0, 3.0)
+        status, headers, answer = call(app, "POST", "/invocations", body)
+        alone = mlflow_answer(body, JSON, model, model.metadata.get_input_schema())
+        assert (status, answer) == (200, alone.body)
+        assert headers[b"x-batch-rows"] == b"2"
+        status, headers, _ = call(app, "POST", "/invocations", b"{not json")
+        assert status == 400 and b"x-batch-rows" not in headers
+    finally:
+        app.batcher.stop()
