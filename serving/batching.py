@@ -63,15 +63,27 @@ class Answer:
 INTERNAL_ERROR = Answer(b"Internal Server Error", 500, "text/plain; charset=utf-8")
 
 
-def mlflow_answer(body: bytes, content_type: str | None, model: Any, schema: Any) -> Answer:
+def mlflow_answer(
+    body: bytes, content_type: str | None, model: Any, schema: Any, request_id: str | None = None
+) -> Answer:
     """One request exactly as MLflow's scoring server answers it (``invocations`` plus the
-    app's handling of ``MlflowException``)."""
+    app's handling of ``MlflowException``). A failure's log line names the request (nginx's
+    ``X-Request-ID``, which the client also got), so an operator finds it from the answer."""
     try:
         result = scoring_server.invocations(body, content_type, model, schema)
     except MlflowException as exc:
-        return Answer(exc.serialize_as_json().encode(), exc.get_http_status_code(), JSON)
+        status = exc.get_http_status_code()
+        message = str(exc.message).strip().splitlines()[0][:200] if exc.message else ""
+        logger.info(
+            "prediction refused (%d %s): %s",
+            status,
+            exc.error_code,
+            message,
+            extra={"request_id": request_id},
+        )
+        return Answer(exc.serialize_as_json().encode(), status, JSON)
     except Exception:
-        logger.exception("prediction failed")
+        logger.exception("prediction failed", extra={"request_id": request_id})
         return INTERNAL_ERROR
     return Answer(result.response.encode(), result.status, result.mimetype)
 
@@ -94,6 +106,7 @@ class Job:
     body: bytes
     content_type: str | None
     deliver: Callable[[Answer], object]
+    request_id: str | None = None
     # When the request can be merged: its rows (a JSON request's decoded rows, or a CSV
     # request's parsed DataFrame), how many, and what it may be merged with.
     payload: Any = None
@@ -140,9 +153,13 @@ class Batcher:
         self._thread.start()
 
     def submit(
-        self, body: bytes, content_type: str | None, deliver: Callable[[Answer], object]
+        self,
+        body: bytes,
+        content_type: str | None,
+        deliver: Callable[[Answer], object],
+        request_id: str | None = None,
     ) -> None:
-        self._queue.put(Job(body, content_type, deliver))
+        self._queue.put(Job(body, content_type, deliver, request_id))
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -271,7 +288,7 @@ class Batcher:
         return parsed.data
 
     def _alone(self, job: Job) -> None:
-        answer = mlflow_answer(job.body, job.content_type, self.model, self.schema)
+        answer = mlflow_answer(job.body, job.content_type, self.model, self.schema, job.request_id)
         if answer.status == 200 and job.rows:
             answer = Answer(answer.body, answer.status, answer.media_type, job.rows)
         with self.stats.lock:
@@ -309,7 +326,9 @@ class Batcher:
                 scoring_server.predictions_to_json(part, out)
                 answer = Answer(out.getvalue().encode(), 200, JSON, len(frame))
             except Exception:
-                answer = mlflow_answer(job.body, job.content_type, self.model, self.schema)
+                answer = mlflow_answer(
+                    job.body, job.content_type, self.model, self.schema, job.request_id
+                )
             job.deliver(answer)
 
 

@@ -88,11 +88,12 @@ class ScoringApp:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        content_type = None
+        content_type = request_id = None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
-                break
+            elif name == b"x-request-id":
+                request_id = value.decode("latin-1")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
 
@@ -100,7 +101,9 @@ class ScoringApp:
             if not future.done():
                 future.set_result(answer)
 
-        self.batcher.submit(body, content_type, lambda a: loop.call_soon_threadsafe(resolve, a))
+        self.batcher.submit(
+            body, content_type, lambda a: loop.call_soon_threadsafe(resolve, a), request_id
+        )
         return await future
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -99,10 +99,12 @@ def test_every_answer_counted_once_by_version_across_a_switch(
 
     # Predictions, and answers nginx and MLflow refuse: each counted with version 1.
     expected: Counter = Counter()
+    request_ids = set()
     with requests.Session() as session:
         for _ in range(25):
             answer = session.post(f"{url}/invocations", json=ROW, timeout=10)
             expected[(answer.headers["X-Model-Version"], str(answer.status_code))] += 1
+            request_ids.add(answer.headers["X-Request-ID"])
         too_large = session.post(
             f"{url}/invocations",
             data=b"x" * (2 * 1024 * 1024),
@@ -111,6 +113,7 @@ def test_every_answer_counted_once_by_version_across_a_switch(
         )
         assert too_large.status_code == 413
         assert "X-Model-Version" not in too_large.headers  # nginx's own answer
+        request_ids.add(too_large.headers["X-Request-ID"])
         expected[("1", "413")] += 1
         wrong_type = session.post(
             f"{url}/invocations",
@@ -120,10 +123,25 @@ def test_every_answer_counted_once_by_version_across_a_switch(
         )
         assert wrong_type.status_code == 415
         expected[(wrong_type.headers["X-Model-Version"], "415")] += 1
-    assert expected == Counter({("1", "200"): 25, ("1", "413"): 1, ("1", "415"): 1})
+        # A client's own request id comes back, and names the refusal in the log (below).
+        bad_column = session.post(
+            f"{url}/invocations",
+            json={"dataframe_records": [{"minutes": 5}]},
+            headers={"X-Request-ID": "client-request-7"},
+            timeout=10,
+        )
+        assert bad_column.status_code == 400
+        assert bad_column.headers["X-Request-ID"] == "client-request-7"
+        expected[(bad_column.headers["X-Model-Version"], "400")] += 1
+    # nginx names every other answer with an id of its own, one per request.
+    assert len(request_ids) == 26
+    assert all(len(rid) == 32 and int(rid, 16) >= 0 for rid in request_ids)
+    assert expected == Counter(
+        {("1", "200"): 25, ("1", "413"): 1, ("1", "415"): 1, ("1", "400"): 1}
+    )
     metrics = settle(url, expected)
     assert counted(metrics) == expected
-    assert one(metrics, "serving_request_duration_seconds_count", version="1") == 27
+    assert one(metrics, "serving_request_duration_seconds_count", version="1") == 28
     assert one(metrics, "serving_in_flight_requests") == 0
 
     # Under continuous load, version 2 is promoted and switched to.
@@ -163,3 +181,6 @@ def test_every_answer_counted_once_by_version_across_a_switch(
     switched = next(e for e in entries if e["message"].startswith("now serving version 2"))
     assert switched["version"] == "2"
     assert {e["version"] for e in entries if e["logger"] == "uvicorn.error"} == {"1", "2"}
+    refused = [e for e in entries if e.get("request_id") == "client-request-7"]
+    assert [(e["logger"], e["version"]) for e in refused] == [("serving.batching", "1")]
+    assert refused[0]["message"].startswith("prediction refused (400")

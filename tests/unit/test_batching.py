@@ -123,6 +123,27 @@ def test_a_merged_call_that_fails_falls_back_to_each_alone(model) -> None:
     assert [a.status for a in answers] == [200, 200]
 
 
+def test_a_refused_or_failed_prediction_is_logged_with_its_request_id(
+    model, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        metadata = model.metadata
+
+        def predict(self, data, params=None):
+            raise ZeroDivisionError("the model is broken")
+
+    schema = model.metadata.get_input_schema()
+    caplog.set_level("INFO", logger="serving.batching")
+    refused = mlflow_answer(b"{not json", JSON, model, schema, request_id="req-bad-json")
+    assert refused.status == 400
+    # MLflow turns a failing predict into a 400 with its message, as its own server does.
+    broken = mlflow_answer(split_body(1.0), JSON, Broken(), schema, request_id="req-broken")
+    assert broken.status == 400
+    ids = [getattr(record, "request_id", None) for record in caplog.records]
+    assert ids == ["req-bad-json", "req-broken"]
+    assert all(len(record.getMessage().splitlines()) == 1 for record in caplog.records)
+
+
 def test_split_by_rows() -> None:
     assert [p.tolist() for p in split(np.arange(5), [2, 3])] == [[0, 1], [2, 3, 4]]
     frame = pd.DataFrame({"a": range(3)})
