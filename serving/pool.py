@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serving import unix_http
+from serving.settings import ServingSettings
 from stack_common.errors import StackError
 from stack_common.logs import json_dict_config, log_format_from_env
 from stack_common.settings import DEFAULT_MODEL_NAME
@@ -36,6 +37,9 @@ MODEL_PATH_ENV = "__pyfunc_model_path__"
 APP = "mlflow.pyfunc.scoring_server.app:app"
 BATCHING_APP = "serving.scoring_app:app"
 APPS = {"mlflow": APP, "batching": BATCHING_APP}
+# How the batching limits reach a scoring process (serving/scoring_app.py reads them).
+MAX_ROWS_ENV = "SERVING_MAX_BATCH_ROWS"
+MAX_WAIT_ENV = "SERVING_MAX_BATCH_WAIT_MS"
 
 
 PR_SET_PDEATHSIG = 1
@@ -47,11 +51,12 @@ class PoolFailed(StackError):
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """The scoring engine and its batching limits (SERVING_ENGINE, SERVING_MAX_BATCH_*)."""
+    """The scoring engine and its batching limits (SERVING_ENGINE, SERVING_MAX_BATCH_*), as the
+    pool hands them to its scoring processes; the defaults are ServingSettings' own."""
 
-    engine: str = "batching"
-    max_rows: int = 32
-    max_wait_ms: float = 2.0
+    engine: str = ServingSettings.model_fields["engine"].default
+    max_rows: int = ServingSettings.model_fields["max_batch_rows"].default
+    max_wait_ms: float = ServingSettings.model_fields["max_batch_wait_ms"].default
 
 
 def die_with_parent() -> None:
@@ -96,8 +101,8 @@ def scoring_env(
 ) -> dict[str, str]:
     env = dict(os.environ)
     if batch is not None:
-        env["SERVING_MAX_BATCH_ROWS"] = str(batch.max_rows)
-        env["SERVING_MAX_BATCH_WAIT_MS"] = str(batch.max_wait_ms)
+        env[MAX_ROWS_ENV] = str(batch.max_rows)
+        env[MAX_WAIT_ENV] = str(batch.max_wait_ms)
     env[MODEL_PATH_ENV] = model_path.as_uri()
     env["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(request_timeout_s)
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -26,6 +26,7 @@ from mlflow.pyfunc import scoring_server
 from mlflow.version import VERSION
 
 from serving.batching import Answer, Batcher
+from serving.pool import MAX_ROWS_ENV, MAX_WAIT_ENV, BatchSettings
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,6 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-MAX_ROWS_ENV = "SERVING_MAX_BATCH_ROWS"
-MAX_WAIT_ENV = "SERVING_MAX_BATCH_WAIT_MS"
-DEFAULT_MAX_ROWS = 32
-DEFAULT_MAX_WAIT_MS = 2.0
 BATCH_ROWS_HEADER = b"x-batch-rows"
 
 JSON = b"application/json"
@@ -144,8 +141,8 @@ def create_app() -> ScoringApp:
     os.environ[_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name] = "true"
     return ScoringApp(
         model,
-        max_rows=int(_number(MAX_ROWS_ENV, DEFAULT_MAX_ROWS)),
-        max_wait_s=_number(MAX_WAIT_ENV, DEFAULT_MAX_WAIT_MS) / 1000,
+        max_rows=int(_number(MAX_ROWS_ENV, BatchSettings.max_rows)),
+        max_wait_s=_number(MAX_WAIT_ENV, BatchSettings.max_wait_ms) / 1000,
         timeout_s=float(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get()),
     )
 
