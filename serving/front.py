@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serving.metrics import ACCESS_LOG, METRICS_SOCKET, NGINX_LOG_FORMAT, STATUS_SOCKET
-from serving.pool import die_with_parent
+from serving.spawn import die_with_parent
 from stack_common.errors import StackError
 from stack_common.logs import log_format_from_env
 

@@ -6,26 +6,27 @@ exactly what ``mlflow models serve --env-manager local`` runs (uvicorn with
 ``mlflow.pyfunc.scoring_server.app:app``). One worker each, on its own Unix socket: nginx
 balances over them, which uses every core without uvicorn's multi-worker mode (whose sockets
 lack TCP_NODELAY and add ~40 ms to keep-alive answers), and Unix sockets have no Nagle delay at
-all. Starting uvicorn directly skips one Python start-up (the ``mlflow`` CLI) per process.
+all. Starting uvicorn directly skips one Python start-up (the ``mlflow`` CLI) per process, and
+the supervisor forks them from a warm interpreter (``serving/spawn.py``) rather than starting
+fresh ones, unless ``SERVING_WARM_START=false``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import importlib.util
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from serving import unix_http
 from serving.settings import ServingSettings
+from serving.spawn import Process, popen
 from stack_common.errors import StackError
 from stack_common.logs import json_dict_config, log_format_from_env
 from stack_common.settings import DEFAULT_MODEL_NAME
@@ -42,7 +43,12 @@ MAX_ROWS_ENV = "SERVING_MAX_BATCH_ROWS"
 MAX_WAIT_ENV = "SERVING_MAX_BATCH_WAIT_MS"
 
 
-PR_SET_PDEATHSIG = 1
+# Starts one scoring process: uvicorn's arguments, its environment, its log, a name for ps.
+Spawner = Callable[[list[str], dict[str, str], Path | None, str], Process]
+
+
+def cold_spawner(argv: list[str], env: dict[str, str], log: Path | None, name: str) -> Process:
+    return popen(argv, env, log)
 
 
 class PoolFailed(StackError):
@@ -59,13 +65,6 @@ class BatchSettings:
     max_wait_ms: float = ServingSettings.model_fields["max_batch_wait_ms"].default
 
 
-def die_with_parent() -> None:
-    """In a child before exec: get SIGTERM when the supervisor dies (Linux prctl), so neither
-    nginx nor a scoring process outlives it holding a port or a socket."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def fast_io() -> list[str]:
     """uvloop's event loop and httptools' parser (about twice the requests of asyncio + h11 in
     a scoring process); uvicorn's ``auto`` where one is not installed, with a warning."""
@@ -76,12 +75,9 @@ def fast_io() -> list[str]:
     return ["--loop", "uvloop", "--http", "httptools"]
 
 
-def scoring_command(socket_path: Path, version: str, engine: str = "mlflow") -> list[str]:
+def uvicorn_args(socket_path: Path, version: str, engine: str = "mlflow") -> list[str]:
     """uvicorn itself stamps every answer with the version it serves (``--header``)."""
     return [
-        sys.executable,
-        "-m",
-        "uvicorn",
         "--uds",
         str(socket_path),
         "--workers",
@@ -96,16 +92,31 @@ def scoring_command(socket_path: Path, version: str, engine: str = "mlflow") -> 
     ]
 
 
+def scoring_command(socket_path: Path, version: str, engine: str = "mlflow") -> list[str]:
+    """The command line of a scoring process started cold."""
+    return [sys.executable, "-m", "uvicorn", *uvicorn_args(socket_path, version, engine)]
+
+
+def interpreter_env() -> dict[str, str]:
+    """The environment of every scoring interpreter, the warm one included: what must be set
+    before MLflow is imported."""
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if log_format_from_env() == "json":
+        # MLflow's loggers, left unconfigured, write through uvicorn's JSON config.
+        env["MLFLOW_CONFIGURE_LOGGING"] = "false"
+    return env
+
+
 def scoring_env(
     model_path: Path, request_timeout_s: int, batch: BatchSettings | None = None
 ) -> dict[str, str]:
-    env = dict(os.environ)
+    env = interpreter_env()
     if batch is not None:
         env[MAX_ROWS_ENV] = str(batch.max_rows)
         env[MAX_WAIT_ENV] = str(batch.max_wait_ms)
     env[MODEL_PATH_ENV] = model_path.as_uri()
     env["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(request_timeout_s)
-    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     return env
 
 
@@ -113,15 +124,14 @@ def json_logging_env(
     run_dir: Path, stamp: str, version: str, model_name: str = DEFAULT_MODEL_NAME
 ) -> dict[str, str]:
     """With LOG_FORMAT=json, the scoring processes log JSON lines too, naming model and version:
-    uvicorn reads the logging config (UVICORN_LOG_CONFIG), and MLflow's loggers, left
-    unconfigured, write through it."""
+    uvicorn reads the logging config (UVICORN_LOG_CONFIG); see ``interpreter_env``."""
     if log_format_from_env() != "json":
         return {}
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
     config = json_dict_config(level, model=model_name, version=version)
     path = run_dir / f"v{stamp}-logging.json"
     path.write_text(json.dumps(config, indent=1))
-    return {"UVICORN_LOG_CONFIG": str(path), "MLFLOW_CONFIGURE_LOGGING": "false"}
+    return {"UVICORN_LOG_CONFIG": str(path)}
 
 
 def example_request(model_path: Path) -> bytes | None:
@@ -135,7 +145,7 @@ class ScoringPool:
     version: str
     model_path: Path
     sockets: list[Path]
-    processes: list[subprocess.Popen] = field(default_factory=list)
+    processes: list[Process] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -149,6 +159,7 @@ class ScoringPool:
         log_path: Path | None = None,
         model_name: str = DEFAULT_MODEL_NAME,
         batch: BatchSettings | None = None,
+        spawner: Spawner | None = None,
     ) -> ScoringPool:
         run_dir.mkdir(parents=True, exist_ok=True)
         stamp = f"{version}-{int(time.time() * 1000) % 10**8}"
@@ -158,22 +169,11 @@ class ScoringPool:
         env = scoring_env(model_path, request_timeout_s, batch) | json_logging_env(
             run_dir, stamp, version, model_name
         )
-        log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to children
-        try:
-            for sock in sockets:
-                sock.unlink(missing_ok=True)
-                pool.processes.append(
-                    subprocess.Popen(
-                        scoring_command(sock, version, batch.engine),
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT if log else None,
-                    )
-                )
-        finally:
-            if log:
-                log.close()
+        spawner = spawner or cold_spawner
+        for i, sock in enumerate(sockets):
+            sock.unlink(missing_ok=True)
+            args = uvicorn_args(sock, version, batch.engine)
+            pool.processes.append(spawner(args, env, log_path, f"scoring-v{version}-{i}"))
         logger.info("starting version %s in %d scoring processes", version, size)
         return pool
 

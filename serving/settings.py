@@ -34,11 +34,14 @@ class ServingSettings(ClientSettings):
     workers: int = env("SERVING_WORKERS", default_factory=_one_per_cpu, ge=1)
     # 0 = exit with a message when no version has the alias; >0 = wait that long for one.
     alias_wait_s: float = env("SERVING_ALIAS_WAIT_SECONDS", 0.0, ge=0)
-    poll_s: float = env("SERVING_POLL_SECONDS", 3.0, ge=0.2)
+    poll_s: float = env("SERVING_POLL_SECONDS", 1.0, ge=0.2)
     max_body_mb: int = env("SERVING_MAX_BODY_MB", 10, ge=1)
     request_timeout_s: int = env("SERVING_REQUEST_TIMEOUT_SECONDS", 60, ge=1)
     load_timeout_s: float = env("SERVING_LOAD_TIMEOUT_SECONDS", 180.0, ge=1)
     start_from_cache: bool = env("SERVING_START_FROM_CACHE", True)
+    # Fork scoring processes from a warm interpreter (serving/warm_start.py); false: start each
+    # one as a fresh interpreter.
+    warm_start: bool = env("SERVING_WARM_START", True)
     # Where nginx's config, sockets and status files live (None: a fresh temporary folder).
     run_dir: Path | None = env("SERVING_RUN_DIR", None)
     nginx: str = env("SERVING_NGINX", "nginx")

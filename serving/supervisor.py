@@ -27,8 +27,15 @@ from serving.cache import CacheEntry, ModelCache
 from serving.front import Front, FrontConfig
 from serving.metrics import ServingMetrics
 from serving.model_source import RegistrySource
-from serving.pool import BatchSettings, PoolFailed, ScoringPool, example_request
+from serving.pool import (
+    BatchSettings,
+    PoolFailed,
+    ScoringPool,
+    example_request,
+    interpreter_env,
+)
 from serving.settings import ServingSettings
+from serving.spawn import WarmStart
 from stack_common.errors import describe_mlflow_error, one_line, refused_status
 
 logger = logging.getLogger(__name__)
@@ -136,6 +143,7 @@ class Supervisor:
         clock: Clock,
         run_dir: Path,
         cleanup: Callable[[], None] | None = None,
+        on_serving: Callable[[Pool], None] | None = None,
     ) -> None:
         self.settings = settings
         self.front = front
@@ -144,6 +152,7 @@ class Supervisor:
         self.clock = clock
         self.run_dir = run_dir
         self.cleanup = cleanup
+        self.on_serving = on_serving  # told of each new version once it serves
         self.active: Pool | None = None
         self.loaded_at = ""
         self.previous_version: str | None = None
@@ -223,11 +232,14 @@ class Supervisor:
             self.clock.sleep(min(0.2, seconds))
 
     def _activate(self, pool: Pool) -> None:
-        if self.active is not None and self.active.version != pool.version:
+        new = self.active is None or self.active.version != pool.version
+        if self.active is not None and new:
             self.previous_version = self.active.version
         self.active = pool
         self.loaded_at = self.clock.now()
         self._write_status()
+        if new and self.on_serving is not None:
+            self.on_serving(pool)
 
     # -- following the alias ------------------------------------------------------------------
 
@@ -361,6 +373,11 @@ def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor
     """The production wiring: nginx, pools of MLflow scoring processes, the registry through
     the cache, the system clock; a run folder of its own unless SERVING_RUN_DIR names one."""
     run_dir = settings.run_dir or Path(tempfile.mkdtemp(prefix="stack-serving-"))
+    # Started first: its imports overlap the registry look-up and the download.
+    warm = None
+    if settings.warm_start:
+        warm = WarmStart(interpreter_env(), settings.load_timeout_s, settings.model_name)
+        warm.start()
     front = Front(
         FrontConfig(
             host=settings.host,
@@ -386,10 +403,14 @@ def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor
             batch=BatchSettings(
                 settings.engine, settings.max_batch_rows, settings.max_batch_wait_ms
             ),
+            spawner=warm.spawn if warm is not None else None,
         )
 
     def cleanup() -> None:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if warm is not None:
+            warm.stop()
+        if settings.run_dir is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
     return Supervisor(
         settings,
@@ -398,5 +419,6 @@ def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor
         models=RegistrySource(settings, cache),
         clock=SystemClock(),
         run_dir=run_dir,
-        cleanup=cleanup if settings.run_dir is None else None,
+        cleanup=cleanup,
+        on_serving=(lambda pool: warm.warm(pool.model_path)) if warm is not None else None,
     )

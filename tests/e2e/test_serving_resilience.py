@@ -110,20 +110,26 @@ def test_nginx_or_a_scoring_process_dying_is_repaired(
             try:
                 stat = (entry / "stat").read_text()
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                name = (entry / "comm").read_text()
             except OSError:
                 continue
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == serving.process.pid and pattern in cmdline:
+            if ppid == serving.process.pid and (pattern in cmdline or name.startswith(pattern)):
                 pids.append(int(entry.name))
         return pids
 
     [nginx] = children("nginx")
     os.kill(nginx, signal.SIGKILL)
     wait_for(lambda: children("nginx") and children("nginx") != [nginx], what="nginx restarted")
-    scoring = children("uvicorn")
+    # Forked from the warm interpreter, named for ps and top, and the supervisor's own children.
+    scoring = children("scoring-v1-")
+    assert scoring
     os.kill(scoring[0], signal.SIGKILL)
     wait_for(
-        lambda: len(children("uvicorn")) == len(scoring) and scoring[0] not in children("uvicorn"),
+        lambda: (
+            len(children("scoring-v1-")) == len(scoring)
+            and scoring[0] not in children("scoring-v1-")
+        ),
         what="the scoring pool restarted",
     )
     response = wait_for(

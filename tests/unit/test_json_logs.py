@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from serving.front import log_nginx_line
-from serving.pool import json_logging_env
+from serving.pool import interpreter_env, json_logging_env
 from stack_common.logs import ContextFields, JsonFormatter, json_dict_config
 
 
@@ -72,7 +72,9 @@ def test_scoring_processes_get_a_json_logging_config(
     assert json_logging_env(tmp_path, "7-1", "7") == {}
     monkeypatch.setenv("LOG_FORMAT", "json")
     env = json_logging_env(tmp_path, "7-1", "7", model_name="grades")
-    assert env["MLFLOW_CONFIGURE_LOGGING"] == "false"
+    # MLflow is imported in the warm interpreter before any version is known: the switch that
+    # leaves its loggers to uvicorn's config is in every scoring interpreter's environment.
+    assert interpreter_env()["MLFLOW_CONFIGURE_LOGGING"] == "false"
     config = json.loads(Path(env["UVICORN_LOG_CONFIG"]).read_text())
     assert config == json_dict_config("INFO", model="grades", version="7")
 

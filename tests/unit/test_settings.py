@@ -158,7 +158,7 @@ def test_a_bad_value_is_one_line_naming_the_variable(
 def test_serving_defaults_follow_the_machine() -> None:
     settings = ServingSettings.from_env({})
     assert settings.workers == (os.cpu_count() or 1)
-    assert settings.poll_s == 3.0
+    assert settings.poll_s == 1.0
     assert settings.max_body_mb == 10
 
 

@@ -144,6 +144,7 @@ class Harness:
         self.pools: list[FakePool] = []
         self.failing: dict[str, str] = {}  # version -> why its pool fails its checks
         self.cleaned = False
+        self.warmed: list[str] = []  # versions the supervisor reported serving (warm start)
         settings = ServingSettings.from_env(
             {
                 "MLFLOW_TRACKING_URI": "http://127.0.0.1:1",
@@ -160,6 +161,7 @@ class Harness:
             clock=self.clock,
             run_dir=self.run_dir,
             cleanup=self.cleanup,
+            on_serving=lambda pool: self.warmed.append(pool.version),
         )
 
     def start_pool(self, entry: CacheEntry) -> FakePool:
@@ -306,6 +308,22 @@ def test_a_dead_scoring_process_is_replaced_by_a_fresh_pool(h: Harness) -> None:
     assert h.pools[1].slots == h.front.slots and not h.pools[1].dead()
     served = h.status("served")
     assert served["version"] == "1" and served["previous_version"] is None  # same version
+
+
+def test_each_new_version_is_reported_once_it_serves_and_only_then(h: Harness) -> None:
+    """The warm interpreter loads what serves, to have its imports for the next version: a
+    rejected version or a restarted pool of the same version is not reported."""
+    h.supervisor.start()
+    assert h.warmed == ["1"]
+    h.failing["2"] = "test prediction answered 500"
+    h.models.alias = "2"
+    h.supervisor.tick()
+    h.pools[0].died = [0]
+    h.supervisor.tick()
+    assert h.warmed == ["1"] and h.served_version() == "1"
+    h.models.alias = "3"
+    h.supervisor.tick()
+    assert h.warmed == ["1", "3"]
 
 
 def test_dead_nginx_is_repaired_even_while_the_registry_is_down(h: Harness) -> None:
