@@ -23,6 +23,10 @@ failure (403, ``error_code`` PERMISSION_DENIED, the reason in ``message``): the 
 its error box and the Python client raises it. Unauthenticated requests are not judged here:
 MLflow answers them with its 401.
 
+Under uvicorn the app returned is MLflow's, with a short lane to Flask in front
+(tracking_server/flask_lane.py) and the default workspace looked up once per worker
+(tracking_server/default_workspace.py): less CPU per request, the same checks (docs/security.md).
+
 Every alias move and every refused attempt leaves one line on the ``tracking_server.audit``
 logger, in the server's log (JSON with ``LOG_FORMAT=json``): see docs/security.md.
 """
