@@ -23,6 +23,10 @@ failure (403, ``error_code`` PERMISSION_DENIED, the reason in ``message``): the 
 its error box and the Python client raises it. Unauthenticated requests are not judged here:
 MLflow answers them with its 401.
 
+Under uvicorn the app returned is MLflow's, with a short lane to Flask in front
+(tracking_server/flask_lane.py) and the default workspace looked up once per worker
+(tracking_server/default_workspace.py): less CPU per request, the same checks (docs/security.md).
+
 Every alias move and every refused attempt leaves one line on the ``tracking_server.audit``
 logger, in the server's log (JSON with ``LOG_FORMAT=json``): see docs/security.md.
 """
@@ -37,6 +41,8 @@ from enum import StrEnum
 from typing import Any
 
 from stack_common.logs import setup_logging
+from tracking_server.default_workspace import remember_default_workspace
+from tracking_server.flask_lane import with_flask_lane
 from tracking_server.settings import ProtectionSettings
 
 audit_logger = logging.getLogger("tracking_server.audit")
@@ -354,7 +360,7 @@ def create_app(app: Any = None) -> Any:
     """
     from mlflow.server import app as mlflow_flask_app
     from mlflow.server.auth import create_app as create_basic_auth_app
-    from mlflow.server.handlers import catch_mlflow_exception
+    from mlflow.server.handlers import _add_static_prefix, catch_mlflow_exception
 
     setup_logging(logger_name="tracking_server")
     flask_app = mlflow_flask_app if app is None else app
@@ -376,4 +382,18 @@ def create_app(app: Any = None) -> Any:
         ", ".join(sorted(settings.protected_aliases)) or "(none)",
     )
     coalesce_password_checks()
-    return create_basic_auth_app(flask_app)
+    remember_default_workspace()
+    app = create_basic_auth_app(flask_app)
+    if app is flask_app:
+        return app  # gunicorn or waitress: Flask alone, no ASGI layers to skip
+    return with_flask_lane(app, flask_app, _has_fastapi_validator, _add_static_prefix("/gateway/"))
+
+
+def _has_fastapi_validator(path: str, method: str) -> bool:
+    """Whether MLflow's FastAPI permission middleware judges this request itself (it skips the
+    open routes, and leaves what it finds no validator for to Flask)."""
+    from mlflow.server import auth as mlflow_auth
+
+    if mlflow_auth.is_unprotected_route(path):
+        return False
+    return mlflow_auth._find_fastapi_validator(path, method) is not None

@@ -192,6 +192,46 @@ def test_serving_reads_the_model_but_cannot_move_aliases_or_write_runs(secured: 
     assert call("POST", "registered-models/create", json={"name": f"{secured.model}-own"}) == 403
 
 
+def test_every_check_still_answers_past_the_short_lane_to_flask(secured: Secured) -> None:
+    """The stack's app sends Flask-served requests past MLflow's FastAPI layers
+    (tracking_server/flask_lane.py) and remembers the default workspace: MLflow's checks still
+    refuse on those paths, and on the native FastAPI routes that keep MLflow's full stack."""
+    serving = ("serving", PASSWORDS["serving"])
+    by_name = {"experiment_name": secured.model}
+    for prefix in ("api", "ajax-api"):
+        found = f"{secured.url}/{prefix}/2.0/mlflow/experiments/get-by-name"
+        anonymous = requests.get(found, params=by_name, timeout=10)
+        assert anonymous.status_code == 401, prefix
+        assert anonymous.headers["WWW-Authenticate"].startswith("Basic")
+        assert requests.get(found, params=by_name, auth=serving, timeout=10).status_code == 200
+    found = secured.api("experiments/get-by-name")
+    # The workspace check: the default workspace, named or not, is served; one that does not
+    # exist is refused before any handler runs.
+    for _ in range(2):
+        named = {"X-MLflow-Workspace": "default"}
+        served = requests.get(found, params=by_name, headers=named, auth=serving, timeout=10)
+        assert served.status_code == 200, served.text
+    missing = {"X-MLflow-Workspace": "no-such-workspace"}
+    refused = requests.get(found, params=by_name, headers=missing, auth=serving, timeout=10)
+    assert refused.status_code == 404, refused.text
+    # A write the user has no permission for, MLflow's security layer (host, CORS, headers).
+    update = {"experiment_id": secured.experiment_id(), "new_name": f"{secured.model}-renamed"}
+    rename = secured.api("experiments/update")
+    assert requests.post(rename, json=update, auth=serving, timeout=10).status_code == 403
+    evil_host = {"Host": "evil.example"}
+    assert requests.get(found, params=by_name, headers=evil_host, timeout=10).status_code == 403
+    cross_origin = {"Origin": "http://evil.example"}
+    assert (
+        requests.post(secured.api("runs/search"), json={}, headers=cross_origin, timeout=10)
+    ).status_code == 403
+    answered = requests.get(found, params=by_name, auth=serving, timeout=10)
+    assert answered.headers["X-Content-Type-Options"] == "nosniff"
+    # Native FastAPI routes: MLflow's FastAPI permission layer still asks for the password.
+    artifact = f"{secured.url}/api/2.0/mlflow-artifacts/artifacts/1/x/model.pkl"
+    assert requests.get(artifact, timeout=10).status_code == 401
+    assert requests.post(f"{secured.url}/v1/traces", data=b"", timeout=10).status_code == 401
+
+
 def test_a_cli_with_a_wrong_password_says_what_to_set(secured: Secured) -> None:
     wrong = secured.env("promoter") | {"MLFLOW_TRACKING_PASSWORD": "not-the-password"}
     refused = run_cli("promotion", "status", env=wrong)
