@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 ERRORS_JS = Path(__file__).with_name("errors.js")
 # nginx's config with %{name} placeholders, filled in by render().
 NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.template")
+# Idle connections to the scoring processes each nginx worker keeps (a load of up to this many
+# concurrent requests per worker reuses them), and how long one connection may be reused: the
+# longest a connection made before a switch can still reach the old pool.
+UPSTREAM_KEEPALIVE = 32
+UPSTREAM_KEEPALIVE_MS = 100
 
 # "2026/12/01 13:00:00 [warn] 12#12: *5 message": nginx's error log line, level and message.
 _NGINX_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(\w+)\] (.*)$")
@@ -131,6 +136,8 @@ def render(config: FrontConfig, run_dir: Path, filter_errors: bool) -> str:
         max_body_mb=config.max_body_mb,
         request_timeout_s=config.request_timeout_s,
         next_upstream_tries=max(2, config.workers),
+        upstream_keepalive=UPSTREAM_KEEPALIVE,
+        upstream_keepalive_ms=UPSTREAM_KEEPALIVE_MS,
         upstream_servers="\n".join(
             f"        server unix:{sock} max_fails=0;"
             for sock in slot_paths(run_dir, config.workers)
