@@ -10,6 +10,13 @@ idle is predicted at once (no latency added at concurrency 1); while a batch is 
 the next requests queue and form the next batch. Only after a batch of several requests does
 the worker wait up to ``max_wait_s`` for more, until ``max_rows`` rows are queued.
 
+A lone request can skip the worker thread altogether: ``predict_now`` predicts it on the
+caller's thread (the scoring app's event loop) when nothing else is in flight. Handing it to the
+worker and its answer back costs two thread wake-ups and a GIL hand-over, a sizeable part of a
+one-row prediction; blocking the event loop for it costs nothing when no other request is
+there to serve. ``quick`` keeps this to requests the model answers in a few milliseconds, so a
+slow model or a large request never holds the loop (and ``/ping``) for long.
+
 Answers stay MLflow's: requests are parsed with MLflow's own functions and answers formatted with
 them. A request is predicted alone, through MLflow's own ``invocations`` (exactly what
 ``mlflow models serve`` runs), whenever merging could change its answer: content types other
@@ -49,6 +56,11 @@ DF_SPLIT = scoring_server.DF_SPLIT
 DF_RECORDS = scoring_server.DF_RECORDS
 # JSON values a column may hold and still be merged (nested lists or objects: alone).
 SCALARS = frozenset({int, float, str, bool, type(None)})
+# predict_now only for bodies this small (a few hundred rows at most) and only while such lone
+# requests have taken at most this long: beyond that the thread hop saved is noise, and the
+# event loop would be held for longer than a health check should wait.
+INLINE_MAX_BYTES = 16 * 1024
+INLINE_MAX_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,9 @@ class Batcher:
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._held: Job | None = None  # parsed, but did not fit into the last batch
         self._concurrent = False  # the last batch held several requests
+        # CPU seconds a lone small request took lately (moving average; None: none seen yet).
+        # CPU time, not wall time: on a busy machine a preempted prediction is not a slow one.
+        self.lone_s: float | None = None
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         if start:
             self.start()
@@ -165,6 +180,32 @@ class Batcher:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
+    def quick(self, size: int) -> bool:
+        """Whether a lone request of ``size`` bytes may be predicted on the caller's thread."""
+        return size <= INLINE_MAX_BYTES and self.lone_s is not None and self.lone_s <= INLINE_MAX_S
+
+    def predict_now(
+        self, body: bytes, content_type: str | None, request_id: str | None = None
+    ) -> Answer:
+        """One request predicted on the caller's thread, exactly as the worker would predict it
+        alone. The caller guarantees the worker is idle: nothing submitted is unanswered (so
+        the model is never called from two threads at once)."""
+        answers: list[Answer] = []
+        job = Job(body, content_type, answers.append, request_id)
+        started = time.thread_time()
+        if self._parse(job):
+            self._predict([job])
+        else:
+            self._alone(job)
+        self._lone(job, time.thread_time() - started)
+        self._concurrent = False
+        return answers[0]
+
+    def _lone(self, job: Job, seconds: float) -> None:
+        if len(job.body) <= INLINE_MAX_BYTES:
+            last = self.lone_s
+            self.lone_s = seconds if last is None else 0.8 * last + 0.2 * seconds
+
     # -- the worker thread ----------------------------------------------------------------
 
     def _run(self) -> None:
@@ -173,8 +214,10 @@ class Batcher:
             self._held = None
             if job is None:
                 return
+            started = time.thread_time()
             try:
-                self._batch(job)
+                if self._batch(job) == 1:
+                    self._lone(job, time.thread_time() - started)
             except Exception:  # never lose the worker; the jobs got answers or an error
                 logger.exception("batch failed")
 
@@ -186,15 +229,18 @@ class Batcher:
         except queue.Empty:
             return None
 
-    def _batch(self, first: Job) -> None:
+    def _batch(self, first: Job) -> int:
+        """Predicts ``first`` and what queues behind it; returns how many requests that was."""
         groups: dict[tuple, list[Job]] = {}
         rows = 0
         requests = 0
+        alone = 0
         deadline = time.monotonic() + self.max_wait_s
         job: Job | None = first
         while job is not None:
             if not self._parse(job):
                 self._alone(job)
+                alone += 1
             else:
                 if requests and rows + job.rows > self.max_rows:
                     self._held = job
@@ -208,6 +254,7 @@ class Batcher:
         self._concurrent = requests > 1
         for jobs in groups.values():
             self._predict(jobs)
+        return requests + alone
 
     def _parse(self, job: Job) -> bool:
         """True when ``job`` can be merged; its rows and merge key are then set.

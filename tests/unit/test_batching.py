@@ -222,3 +222,109 @@ def test_the_scoring_app_answers_as_mlflows(model) -> None:
         assert status == 400 and b"x-batch-rows" not in headers
     finally:
         app.batcher.stop()
+
+
+class ThreadRecorder:
+    """A model that notes the thread of every prediction."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.metadata = model.metadata
+        self.threads: list[str] = []
+
+    def predict(self, data, params=None):
+        self.threads.append(threading.current_thread().name)
+        return self.model.predict(data, params=params)
+
+
+def test_a_lone_quick_request_is_predicted_on_the_event_loop(model) -> None:
+    """The first lone requests go to the worker, which finds the model quick (once its first,
+    slower calls are averaged away); later lone requests skip the thread hop. The answers are
+    the same."""
+    from serving.scoring_app import ScoringApp
+
+    recorder = ThreadRecorder(model)
+    app = ScoringApp(recorder, max_rows=32, max_wait_s=0.002, timeout_s=10)
+    loop_thread = threading.current_thread().name
+    try:
+        body = split_body(2.0)
+        first = call(app, "POST", "/invocations", body)
+        assert recorder.threads == ["batcher"]
+        for _ in range(50):
+            later = call(app, "POST", "/invocations", body)
+            assert later[0::2] == first[0::2] and first[0] == 200
+            if recorder.threads[-1] == loop_thread:
+                break
+        assert recorder.threads[-1] == loop_thread
+        assert later[1][b"x-batch-rows"] == b"1"
+        # A bad request on the loop gets MLflow's error, as from the worker.
+        assert call(app, "POST", "/invocations", b"{not json")[0] == 400
+    finally:
+        app.batcher.stop()
+
+
+def test_a_slow_model_or_a_large_request_stays_on_the_worker(model) -> None:
+    from serving.batching import INLINE_MAX_BYTES, INLINE_MAX_S
+
+    batcher = Batcher(model, max_rows=32, max_wait_s=0.0, start=False)
+    assert not batcher.quick(100)  # nothing measured yet
+    batcher.lone_s = INLINE_MAX_S / 2
+    assert batcher.quick(100) and not batcher.quick(INLINE_MAX_BYTES + 1)
+    batcher.lone_s = INLINE_MAX_S * 2
+    assert not batcher.quick(100)
+
+
+def test_concurrent_requests_still_meet_in_batches(model) -> None:
+    """Requests that arrive together are counted before any is predicted on the loop: they go
+    to the worker and are merged."""
+    import asyncio
+
+    from serving.scoring_app import ScoringApp
+
+    recorder = ThreadRecorder(model)
+    app = ScoringApp(recorder, max_rows=32, max_wait_s=0.002, timeout_s=10)
+    app.batcher.lone_s = 0.0  # quick: a lone request would be predicted on the loop
+
+    async def one(hours: float) -> tuple[int, dict]:
+        sent: list[dict] = []
+        messages = [{"type": "http.request", "body": split_body(hours), "more_body": False}]
+
+        async def receive() -> dict:
+            return messages.pop(0)
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/invocations",
+            "headers": [(b"content-type", JSON.encode())],
+        }
+        await app(scope, receive, send)
+        return sent[0]["status"], dict(sent[0]["headers"])
+
+    async def together() -> list[tuple[int, dict]]:
+        return await asyncio.gather(*(one(float(i)) for i in range(8)))
+
+    try:
+        answers = asyncio.run(together())
+        assert {status for status, _ in answers} == {200}
+        assert set(recorder.threads) == {"batcher"}
+        assert max(int(headers[b"x-batch-rows"]) for _, headers in answers) > 1
+        assert (app.in_flight, app.pending) == (0, 0)
+    finally:
+        app.batcher.stop()
+
+
+def test_the_heap_at_start_is_out_of_the_collectors_reach() -> None:
+    """A full collection must not walk MLflow's and pandas' objects (a 130 ms pause)."""
+    import gc
+
+    from serving.scoring_app import freeze_heap
+
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()

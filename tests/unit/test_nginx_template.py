@@ -34,7 +34,12 @@ def test_rendered_config_has_no_unfilled_placeholder(
 ) -> None:
     conf = render(_front_config(workers), tmp_path, filter_errors)
     assert not re.findall(r"%\{?[A-Za-z_]\w*", conf)
-    assert conf.count("max_fails=0;") == workers  # one upstream server per slot
+    # One upstream server per slot; with two or more, the last stands by.
+    standby = 1 if workers > 1 else 0
+    assert conf.count("max_fails=0;") == workers - standby
+    assert conf.count("max_fails=0 backup;") == standby
+    assert f"worker_processes {max(1, workers - 1)};" in conf
+    assert "keepalive_time" in conf
     assert ("js_body_filter" in conf) == filter_errors
 
 
