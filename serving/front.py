@@ -44,6 +44,10 @@ NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 # longest a connection made before a switch can still reach the old pool.
 UPSTREAM_KEEPALIVE = 32
 UPSTREAM_KEEPALIVE_MS = 100
+# How long an idle kept connection waits for its next request. Below the supervisor's drain
+# (serving.supervisor.DRAIN_S): when an old pool stops, nginx has closed every idle connection
+# to it already, so no request races a connection the old pool is closing.
+UPSTREAM_IDLE_MS = 500
 
 # "2026/12/01 13:00:00 [warn] 12#12: *5 message": nginx's error log line, level and message.
 _NGINX_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(\w+)\] (.*)$")
@@ -154,6 +158,7 @@ def render(config: FrontConfig, run_dir: Path, filter_errors: bool) -> str:
         next_upstream_tries=max(2, config.workers),
         upstream_keepalive=UPSTREAM_KEEPALIVE,
         upstream_keepalive_ms=UPSTREAM_KEEPALIVE_MS,
+        upstream_idle_ms=UPSTREAM_IDLE_MS,
         upstream_servers="\n".join(
             f"        server unix:{sock} max_fails=0{'' if i < active else ' backup'};"
             for i, sock in enumerate(slot_paths(run_dir, config.workers))

@@ -70,6 +70,6 @@ def remember_default_workspace() -> None:
     def sql_store() -> bool:
         return type(workspace_helpers._get_workspace_store()) is SqlAlchemyStore
 
-    workspace_helpers.resolve_workspace_from_header = DefaultWorkspaceMemo(  # type: ignore[assignment]
+    workspace_helpers.resolve_workspace_from_header = DefaultWorkspaceMemo(
         current, sql_store, DEFAULT_WORKSPACE_NAME
     )

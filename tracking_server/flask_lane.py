@@ -109,10 +109,10 @@ class WSGIBridge:
                 if not streaming:
                     streaming = True
                     started["sent"] = True
-                    anyio.from_thread.run(send, _start(started))
+                    _send_from_thread(send, _start(started))
                     if body.tell():
-                        anyio.from_thread.run(send, _body(body.getvalue(), more=True))
-                anyio.from_thread.run(send, _body(chunk, more=True))
+                        _send_from_thread(send, _body(body.getvalue(), more=True))
+                _send_from_thread(send, _body(chunk, more=True))
         finally:
             close = getattr(result, "close", None)
             if close is not None:
@@ -121,9 +121,18 @@ class WSGIBridge:
         if exc_info is not None:
             raise exc_info[1].with_traceback(exc_info[2])
         if streaming:
-            anyio.from_thread.run(send, _body(b"", more=False))
+            _send_from_thread(send, _body(b"", more=False))
             return []
         return [_start(started), _body(body.getvalue(), more=False)]
+
+
+def _send_from_thread(send: Send, message: Message) -> None:
+    """Send one ASGI message from the worker thread, on the event loop."""
+
+    async def deliver() -> None:
+        await send(message)
+
+    anyio.from_thread.run(deliver)
 
 
 def _start(started: dict[str, Any]) -> Message:

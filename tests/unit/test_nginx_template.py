@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.front import NGINX_TEMPLATE, FrontConfig, NginxTemplate, render
+from serving.front import NGINX_TEMPLATE, UPSTREAM_IDLE_MS, FrontConfig, NginxTemplate, render
+from serving.supervisor import DRAIN_S
 
 NJS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
 
@@ -40,6 +41,9 @@ def test_rendered_config_has_no_unfilled_placeholder(
     assert conf.count("max_fails=0 backup;") == standby
     assert f"worker_processes {max(1, workers - 1)};" in conf
     assert "keepalive_time" in conf
+    # No idle connection to an old pool is left when it stops after the drain.
+    assert f"keepalive_timeout {UPSTREAM_IDLE_MS}ms;" in conf
+    assert UPSTREAM_IDLE_MS / 1000 < DRAIN_S
     assert ("js_body_filter" in conf) == filter_errors
 
 
