@@ -75,18 +75,23 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        import requests
-        from mlflow.exceptions import MlflowException
-
         try:
             return func(*args, **kwargs)
         except StackError as exc:
             raise click.ClickException(str(exc)) from exc
-        except MlflowException as exc:
-            logger.debug("MLflow error", exc_info=True)
-            raise click.ClickException(describe_mlflow_error(exc.message)) from exc
-        except requests.RequestException as exc:
-            logger.debug("HTTP error", exc_info=True)
-            raise click.ClickException(f"HTTP request failed: {one_line(str(exc), 200)}") from exc
+        except Exception as exc:
+            # Imported only when something failed: importing MLflow costs a second, and the
+            # command may have work to start before it needs MLflow (serving's warm start).
+            import requests
+            from mlflow.exceptions import MlflowException
+
+            if isinstance(exc, MlflowException):
+                logger.debug("MLflow error", exc_info=True)
+                raise click.ClickException(describe_mlflow_error(exc.message)) from exc
+            if isinstance(exc, requests.RequestException):
+                logger.debug("HTTP error", exc_info=True)
+                message = f"HTTP request failed: {one_line(str(exc), 200)}"
+                raise click.ClickException(message) from exc
+            raise
 
     return wrapper
