@@ -191,3 +191,48 @@ def stack_snapshot(tracking_uri: str, model_name: str, experiment: str, scratch:
                 key = f"{version}/{path.relative_to(target)}"
                 snapshot["artifacts"][key] = hashlib.sha256(path.read_bytes()).hexdigest()
     return snapshot
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One process as /proc shows it."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    state: str  # "Z": a zombie, exited and not yet reaped
+    name: str  # comm, what ``ps -o comm`` shows (a forked scoring process names itself)
+    argv: list[str]
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.argv)
+
+
+def processes() -> list[Proc]:
+    """Every process /proc lists now (one that exits while it is read is left out)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            name = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        found.append(Proc(int(entry.name), int(fields[1]), int(fields[2]), fields[0], name, argv))
+    return found
+
+
+def wait_for(condition, timeout_s: float = 60, what: str = "condition"):
+    """``condition()``'s first truthy value, polled every 0.2 s; AssertionError after
+    ``timeout_s`` naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

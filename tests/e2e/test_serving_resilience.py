@@ -12,7 +12,7 @@ import requests
 from mlflow import MlflowClient
 
 from tests.conftest import ServiceFactory
-from tests.helpers import LoadGenerator, run_cli, train_and_promote
+from tests.helpers import LoadGenerator, processes, run_cli, train_and_promote, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -21,16 +21,6 @@ BROKEN_MODEL = Path(__file__).with_name("broken_model.py")
 
 def health(url: str) -> dict:
     return requests.get(f"{url}/health", timeout=5).json()
-
-
-def wait_for(condition, timeout_s: float = 60, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def register_broken_version(tracking_uri: str, name: str) -> str:
@@ -103,20 +93,12 @@ def test_nginx_or_a_scoring_process_dying_is_repaired(
     serving = services.serving(tracking.url, unique_name, env={"SERVING_POLL_SECONDS": "0.5"})
 
     def children(pattern: str) -> list[int]:
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                name = (entry / "comm").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == serving.process.pid and (pattern in cmdline or name.startswith(pattern)):
-                pids.append(int(entry.name))
-        return pids
+        return [
+            p.pid
+            for p in processes()
+            if p.ppid == serving.process.pid
+            and (pattern in p.command or p.name.startswith(pattern))
+        ]
 
     [nginx] = children("nginx")
     os.kill(nginx, signal.SIGKILL)

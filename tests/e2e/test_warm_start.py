@@ -6,47 +6,25 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ServiceFactory
-from tests.helpers import LoadGenerator, run_cli, train_and_promote
+from tests.helpers import LoadGenerator, Proc, processes, run_cli, train_and_promote, wait_for
 
 pytestmark = pytest.mark.e2e
 
 WARM = "serving.warm_start"
 
 
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    ppid: int
-    name: str
-    cmdline: str
-
-
-def processes() -> list[Proc]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            name = (entry / "comm").read_text().strip()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z":
-            found.append(Proc(int(entry.name), int(fields[1]), name, cmdline))
-    return found
+def live() -> list[Proc]:
+    """Processes that have not exited (a zombie is gone, only not yet reaped)."""
+    return [p for p in processes() if p.state != "Z"]
 
 
 def children(pid: int) -> list[Proc]:
-    return [p for p in processes() if p.ppid == pid]
+    return [p for p in live() if p.ppid == pid]
 
 
 def scoring(pid: int, version: str) -> list[Proc]:
@@ -54,18 +32,8 @@ def scoring(pid: int, version: str) -> list[Proc]:
 
 
 def warm_interpreter(pid: int) -> Proc | None:
-    found = [p for p in children(pid) if WARM in p.cmdline and not p.name.startswith("scoring")]
+    found = [p for p in children(pid) if WARM in p.command and not p.name.startswith("scoring")]
     return found[0] if found else None
-
-
-def wait_for(condition, timeout_s: float = 60, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_versions_start_warm_and_the_supervisor_owns_every_process(
@@ -80,7 +48,7 @@ def test_versions_start_warm_and_the_supervisor_owns_every_process(
 
     # Version 1's processes were forked from the warm interpreter and adopted by the supervisor.
     first = scoring(supervisor, "1")
-    assert len(first) == 2 and all(WARM in p.cmdline for p in first), children(supervisor)
+    assert len(first) == 2 and all(WARM in p.command for p in first), children(supervisor)
     warm = warm_interpreter(supervisor)
     assert warm is not None
     log = serving.log_path
@@ -104,14 +72,14 @@ def test_versions_start_warm_and_the_supervisor_owns_every_process(
         load.wait_until_seen("1", timeout_s=60)
     assert load.failures == []
     back = wait_for(lambda: len(scoring(supervisor, "1")) == 2 and scoring(supervisor, "1"))
-    assert all(WARM in p.cmdline for p in back)
+    assert all(WARM in p.command for p in back)
 
     # Nothing outlives a supervisor killed outright: no nginx, no scoring process, no warm one.
     ours = {p.pid for p in children(supervisor)}
     os.kill(supervisor, signal.SIGKILL)
     serving.process.wait(timeout=10)
     wait_for(
-        lambda: not ours & {p.pid for p in processes()},
+        lambda: not ours & {p.pid for p in live()},
         timeout_s=20,
         what="every process of the killed supervisor gone",
     )

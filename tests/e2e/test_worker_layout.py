@@ -15,50 +15,31 @@ import ctypes
 import http.client
 import os
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ServiceFactory
+from tests.helpers import Proc, processes
 
 pytestmark = pytest.mark.e2e
 
 SYS_PIDFD_GETFD = 438  # x86-64 and arm64 alike
 
 
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    ppid: int
-    cmdline: list[str]
-
-
 def process_group(pgid: int) -> list[Proc]:
-    """Every live process of the group (the launcher starts the server in its own session)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid:
-            found.append(Proc(int(entry.name), int(fields[1]), cmdline.split("\0")[:-1]))
-    return found
+    """Every process of the group (the launcher starts the server in its own session)."""
+    return [p for p in processes() if p.pgid == pgid]
 
 
 def uvicorn_layout(pgid: int) -> tuple[Proc, list[Proc]]:
     """uvicorn's supervisor and the workers it spawned."""
     group = process_group(pgid)
-    [supervisor] = [p for p in group if p.cmdline[1:3] == ["-m", "uvicorn"]]
+    [supervisor] = [p for p in group if p.argv[1:3] == ["-m", "uvicorn"]]
     workers = [
         p
         for p in group
-        if p.ppid == supervisor.pid and any("spawn_main" in word for word in p.cmdline)
+        if p.ppid == supervisor.pid and any("spawn_main" in word for word in p.argv)
     ]
     return supervisor, workers
 
@@ -119,11 +100,11 @@ def test_the_workers_run_as_documented_and_answer_without_nagle(
     tracking = services.tracking(env=env)
 
     supervisor, workers = uvicorn_layout(tracking.process.pid)
-    assert option(supervisor.cmdline, "--workers") == "2"
+    assert option(supervisor.argv, "--workers") == "2"
     if uvicorn_opts is None:  # the default documented in .env.example
-        assert option(supervisor.cmdline, "--loop") == "uvloop"
-        assert option(supervisor.cmdline, "--http") == "httptools"
-    assert len(workers) == 2, [w.cmdline for w in workers]
+        assert option(supervisor.argv, "--loop") == "uvloop"
+        assert option(supervisor.argv, "--http") == "httptools"
+    assert len(workers) == 2, [w.argv for w in workers]
 
     connection = http.client.HTTPConnection("127.0.0.1", tracking.port, timeout=30)
     try:
