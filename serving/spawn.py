@@ -43,11 +43,18 @@ class Process(Protocol):
     def kill(self) -> None: ...
 
 
+def prctl(option: int, value: int | bytes) -> bool:
+    """Linux's ``prctl(option, value)``; False where it failed or there is no such call."""
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def die_with_parent() -> None:
     """In a child before exec: get SIGTERM when the supervisor dies (Linux prctl), so neither
     nginx nor a scoring process outlives it holding a port or a socket."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def popen(argv: list[str], env: dict[str, str], log: Path | None) -> subprocess.Popen:
@@ -108,11 +115,7 @@ class AdoptedProcess:
 def become_subreaper() -> bool:
     """Adopt orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``): the warm interpreter's
     grandchildren then become this process's children."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 class WarmStartFailed(OSError):

@@ -25,7 +25,6 @@ Protocol: one JSON object per line on stdin, one JSON answer per line on the ori
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import json
 import logging
@@ -35,7 +34,7 @@ import time
 import traceback
 from typing import Any, NoReturn
 
-from serving.spawn import die_with_parent
+from serving.spawn import die_with_parent, prctl
 
 logger = logging.getLogger("serving.warm_start")
 
@@ -56,8 +55,7 @@ REPARENT_WAIT_S = 5.0
 
 def _set_name(name: str) -> None:
     """What ``ps -o comm`` and ``top`` show (15 bytes), instead of the warm interpreter's."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_NAME, name[:15].encode(), 0, 0, 0)
+    prctl(PR_SET_NAME, name[:15].encode())
 
 
 def preload() -> float:
