@@ -24,8 +24,10 @@ its error box and the Python client raises it. Unauthenticated requests are not 
 MLflow answers them with its 401.
 
 Under uvicorn the app returned is MLflow's, with a short lane to Flask in front
-(tracking_server/flask_lane.py) and the default workspace looked up once per worker
-(tracking_server/default_workspace.py): less CPU per request, the same checks (docs/security.md).
+(tracking_server/flask_lane.py), the default workspace looked up once per worker
+(tracking_server/default_workspace.py) and the reads MLflow's authorization repeats done once
+per request (tracking_server/request_memo.py): less CPU per request, the same checks
+(docs/security.md).
 
 Every alias move and every refused attempt leaves one line on the ``tracking_server.audit``
 logger, in the server's log (JSON with ``LOG_FORMAT=json``): see docs/security.md.
@@ -41,6 +43,7 @@ from enum import StrEnum
 from typing import Any
 
 from stack_common.logs import setup_logging
+from tracking_server import request_memo
 from tracking_server.default_workspace import remember_default_workspace
 from tracking_server.flask_lane import with_flask_lane
 from tracking_server.settings import ProtectionSettings
@@ -384,6 +387,7 @@ def create_app(app: Any = None) -> Any:
     coalesce_password_checks()
     remember_default_workspace()
     app = create_basic_auth_app(flask_app)
+    request_memo.install(flask_app)
     if app is flask_app:
         return app  # gunicorn or waitress: Flask alone, no ASGI layers to skip
     return with_flask_lane(app, flask_app, _has_fastapi_validator, _add_static_prefix("/gateway/"))

@@ -6,6 +6,10 @@ the launcher turns on MLflow's own credential cache (``MLFLOW_AUTH_CACHE_TTL_SEC
 docs/security.md: a password changed or a user deleted through one worker is honoured by the
 others only after the TTL. These tests start a real server with two workers and a 2-second TTL,
 and hold it to that bound, and to never caching a wrong password as good.
+
+Permissions are never cached across requests: the stack remembers a user's row and the
+experiment only within one request (tracking_server/request_memo.py), so a revoked grant
+and a withdrawn admin right hold from the very next request, on every worker.
 """
 
 from __future__ import annotations
@@ -45,11 +49,27 @@ class Server:
             for _ in range(TRIES)
         ]
 
-    def admin(self, method: str, path: str, **body: str) -> None:
+    def reads(self, username: str, password: str, experiment: str) -> set[int]:
+        """The answers to reads of one experiment, by name and by id, on new connections."""
+        api = f"{self.url}/api/2.0/mlflow/experiments"
+        by_name = {"experiment_name": experiment}
+        answers = set()
+        for _ in range(TRIES // 2):
+            named = requests.get(f"{api}/get-by-name", params=by_name, auth=ADMIN, timeout=30)
+            by_id = {"experiment_id": named.json()["experiment"]["experiment_id"]}
+            for path, params in (("get-by-name", by_name), ("get", by_id)):
+                answer = requests.get(
+                    f"{api}/{path}", params=params, auth=(username, password), timeout=30
+                )
+                answers.add(answer.status_code)
+        return answers
+
+    def admin(self, method: str, path: str, version: str = "2.0", **body: object) -> dict:
         answer = requests.request(
-            method, f"{self.url}/api/2.0/mlflow/{path}", json=body, auth=ADMIN, timeout=30
+            method, f"{self.url}/api/{version}/mlflow/{path}", json=body, auth=ADMIN, timeout=30
         )
         assert answer.status_code == 200, answer.text
+        return answer.json()
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +123,23 @@ def test_a_wrong_password_is_never_cached_as_good(server: Server) -> None:
         assert set(server.status("careful", "careful-password-1")) == {200}
         assert set(server.status("careful", "careful-password-2")) == {401}
         assert set(server.status("careful", "")) == {401}
+
+
+def test_a_revoked_grant_or_admin_right_holds_from_the_next_request(server: Server) -> None:
+    created = server.admin("POST", "experiments/create", name="memo-private")
+    server.admin("POST", "users/create", username="visitor", password="visitor-password-1")
+    grant = {"username": "visitor", "resource_type": "experiment"}
+    grant["resource_id"] = created["experiment_id"]
+    visitor = ("visitor", "visitor-password-1")
+    assert server.reads(*visitor, "memo-private") == {403}  # NO_PERMISSIONS by default
+
+    server.admin("POST", "users/permissions/grant", version="3.0", permission="READ", **grant)
+    assert server.reads(*visitor, "memo-private") == {200}  # at once, on both workers
+
+    server.admin("POST", "users/permissions/revoke", version="3.0", **grant)
+    assert server.reads(*visitor, "memo-private") == {403}  # no TTL: the next request
+
+    server.admin("PATCH", "users/update-admin", username="visitor", is_admin=True)
+    assert server.reads(*visitor, "memo-private") == {200}
+    server.admin("PATCH", "users/update-admin", username="visitor", is_admin=False)
+    assert server.reads(*visitor, "memo-private") == {403}  # admin rights gone at once
