@@ -3,6 +3,8 @@ reuse, and what it must read again. Against a real server: tests/e2e/test_auth_c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -37,6 +39,14 @@ def store() -> CountingStore:
     store = CountingStore()
     memoise_reads(store, ("get_user",))
     return store
+
+
+@contextmanager
+def inside_a_request() -> Iterator[None]:
+    """A request whose memo is open, as after the first ``before_request`` hook."""
+    with Flask(__name__).test_request_context("/"):
+        open_memo()
+        yield
 
 
 def app_reading_in_hook_and_view(store: CountingStore) -> Flask:
@@ -87,9 +97,7 @@ def test_outside_a_request_every_call_reads(store: CountingStore) -> None:
 
 
 def test_a_failed_read_is_not_remembered(store: CountingStore) -> None:
-    app = Flask(__name__)
-    with app.test_request_context("/"):
-        open_memo()
+    with inside_a_request():
         for _ in range(2):
             with pytest.raises(LookupError):
                 store.get_user("ghost")
@@ -97,9 +105,7 @@ def test_a_failed_read_is_not_remembered(store: CountingStore) -> None:
 
 
 def test_arguments_key_the_memo(store: CountingStore) -> None:
-    app = Flask(__name__)
-    with app.test_request_context("/"):
-        open_memo()
+    with inside_a_request():
         store.get_user("trainer")
         store.get_user("promoter")
         store.get_user(username="trainer")
@@ -115,8 +121,7 @@ def test_unhashable_arguments_go_to_the_store() -> None:
         return len(calls)
 
     remembered = memoised("read", read)
-    with Flask(__name__).test_request_context("/"):
-        open_memo()
+    with inside_a_request():
         assert remembered(["a"]) == 1
         assert remembered(["a"]) == 2
 
