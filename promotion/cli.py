@@ -118,3 +118,27 @@ def production_version_cmd(model_name: str | None) -> None:
     if mv is None:
         raise PromotionError(f"model {model_name!r} has no version with alias 'production'")
     click.echo(mv.version)
+
+
+@cli.command("usage")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead.")
+@cli_errors
+def usage_cmd(as_json: bool) -> None:
+    """Bytes in the bucket per experiment and per registered model (what the clean-up frees)."""
+    import json
+    from dataclasses import asdict
+
+    from promotion.usage import experiment_usage, human, model_usage
+
+    settings = _settings()
+    client = _client(settings)
+    usages = experiment_usage(client) + model_usage(client)
+    for usage in sorted(usages, key=lambda u: (u.kind, -u.bytes, u.name)):
+        if as_json:
+            click.echo(json.dumps(asdict(usage)))
+        else:
+            count = "versions" if usage.kind == "model" else "runs+models"
+            click.echo(
+                f"{usage.kind:<10} {usage.name:<40} {human(usage.bytes):>10}  "
+                f"({usage.items} {count})"
+            )

@@ -64,6 +64,7 @@ OUR_SERVICES = (
     "promoter",
     "serving",
     "backup",
+    "cleanup",
 )
 # Who logs in to MLflow as whom (STACK_<ROLE>_USERNAME defaults).
 CLIENT_USERS = {"trainer": "trainer", "promoter": "promoter", "serving": "serving"}
@@ -195,6 +196,10 @@ def test_admin_password_only_in_the_server_and_the_users_job_secret_key_only_in_
 
     assert holders("MLFLOW_AUTH_ADMIN_PASSWORD") == ["create-users", "tracking-server"]
     assert holders("MLFLOW_FLASK_SERVER_SECRET_KEY") == ["tracking-server"]
+    # Under any name: the admin's password reaches the clean-up job too (gc deletes as admin).
+    admin = TEST_SECRETS["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    by_value = sorted(s for s in services if admin in services[s].get("environment", {}).values())
+    assert by_value == ["cleanup", "create-users", "tracking-server"]
 
 
 def test_our_containers_run_as_the_image_user_on_a_read_only_root_filesystem(

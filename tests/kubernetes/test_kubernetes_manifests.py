@@ -117,6 +117,11 @@ def test_kubernetes_bucket_users_and_backup_jobs_exist(manifests: dict[str, Rend
     backup = objects.get("CronJob", "backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert backup["containers"][0]["args"] == ["create"]
     assert "BACKUP_URI" in env_of(backup["containers"][0])
+    cleanup = objects.get("CronJob", "cleanup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert "stack-cleanup gc" in cleanup["containers"][0]["args"][0]
+    assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_TRACKING_PASSWORD"} <= set(
+        env_of(cleanup["containers"][0])
+    )
 
 
 def test_kubernetes_probes_say_when_each_service_can_take_traffic(
@@ -232,7 +237,7 @@ def test_kubernetes_network_policies_deny_by_default_and_fence_the_stores(
     ]
     if name.startswith("dev"):
         for store, clients in (
-            ("postgres", {"tracking-server", "migrate", "backup"}),
+            ("postgres", {"tracking-server", "migrate", "backup", "cleanup"}),
             ("minio", {"tracking-server", "create-bucket", "backup"}),
         ):
             [rule] = policies[store]["ingress"]

@@ -14,6 +14,7 @@ from promotion.settings import PromotionSettings
 from serving.settings import ServingSettings
 from stack_common.settings import StackSettings
 from tracking_server.bootstrap_users import UsersSettings
+from tracking_server.cleanup import CleanupSettings
 from tracking_server.create_bucket import BucketSettings
 from tracking_server.settings import ServerSettings
 from training.settings import TrainingSettings
@@ -29,6 +30,7 @@ SETTINGS_CLASSES: list[type[StackSettings]] = [
     PromotionSettings,
     BackupSettings,
     LocalStackSettings,
+    CleanupSettings,
 ]
 
 # Entries of .env.example that no settings class reads, and who does.
