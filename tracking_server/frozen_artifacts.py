@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,18 +128,43 @@ def _frozen(version: Any) -> str:
     )
 
 
-def registry_lookups() -> tuple[Callable[[str], list[Any]], Callable[[str], str | None]]:
-    """The two reads :func:`protected_version` needs, on the server's own stores."""
+def workspace_of(path: str, header: str | None) -> str:
+    """The workspace whose registry a proxied path belongs to: the one its ``workspaces/<ws>/``
+    prefix names, else the request's ``X-MLflow-Workspace``, else ``default``. (This check runs
+    before MLflow has resolved the request's workspace.)"""
+    parts = segments(path)
+    if len(parts) > 1 and parts[0] == "workspaces":
+        return parts[1]
+    return header or "default"
+
+
+def registry_lookups(
+    workspace: str,
+) -> tuple[Callable[[str], list[Any]], Callable[[str], str | None]]:
+    """The two reads :func:`protected_version` needs, on the server's own stores, in
+    ``workspace`` when workspaces are on (an unknown one finds nothing: refused by the caller's
+    ``deleting`` rule only for deletes, so a write to an unknown workspace is MLflow's to
+    refuse)."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.workspace_context import ServerWorkspaceContext
 
     from stack_common.mlflow_internals import model_registry_store, tracking_store
 
+    def scoped() -> Any:
+        return (
+            ServerWorkspaceContext(workspace) if MLFLOW_ENABLE_WORKSPACES.get() else nullcontext()
+        )
+
     def search_versions(filter_string: str) -> list[Any]:
-        return list(model_registry_store().search_model_versions(filter_string, max_results=1000))
+        with scoped():
+            store = model_registry_store()
+            return list(store.search_model_versions(filter_string, max_results=1000))
 
     def source_run_of_model(model_id: str) -> str | None:
         try:
-            return tracking_store().get_logged_model(model_id).source_run_id
+            with scoped():
+                return tracking_store().get_logged_model(model_id).source_run_id
         except MlflowException:
             return None
 

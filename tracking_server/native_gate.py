@@ -56,7 +56,7 @@ class NativeGate:
         metrics_username: str | None,
         unprotected: Callable[[str], bool],
         authenticate: Callable[[Any], Any],
-        frozen_reason: Callable[[str], str | None],
+        frozen_reason: Callable[[str, str | None], str | None],
     ) -> None:
         self.app = app
         self.native_routes = native_routes
@@ -67,9 +67,7 @@ class NativeGate:
 
     def _native(self, scope: Scope) -> BaseRoute | None:
         for route in self.native_routes:
-            match, child = route.matches(scope)
-            if match == Match.FULL:
-                scope["path_params"] = child.get("path_params", {})
+            if route.matches(scope)[0] == Match.FULL:
                 return route
         return None
 
@@ -111,7 +109,16 @@ class NativeGate:
         if kind == "admin":
             return "this MLflow route is for admins only on this stack"
         if kind == "upload":
-            return self.frozen_reason(str(probe["path_params"].get("artifact_path", "")))
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in probe["headers"]
+            }
+            path = probe["path"].split(ARTIFACT_ROUTE_MARK, 1)[1]
+            try:
+                return self.frozen_reason(path, headers.get("x-mlflow-workspace"))
+            except Exception as exc:  # an unknown workspace, a store error: fail closed
+                logger.warning("could not check upload %r against the registry: %s", path, exc)
+                return "could not check this path against the registered versions' files"
+
         return None
 
 
@@ -136,8 +143,10 @@ def native_gate_for(fastapi_app: Any) -> Callable[[ASGIApp], ASGIApp]:
     native = [r for r in fastapi_app.routes if not (isinstance(r, Mount) and r.path == "")]
     metrics_username = ProtectionSettings.from_env().metrics_username
 
-    def frozen_reason(path: str) -> str | None:
-        search, source_run = frozen_artifacts.registry_lookups()
+    def frozen_reason(path: str, workspace_header: str | None) -> str | None:
+        search, source_run = frozen_artifacts.registry_lookups(
+            frozen_artifacts.workspace_of(path, workspace_header)
+        )
         return frozen_artifacts.protected_version(
             path, deleting=False, search_versions=search, source_run_of_model=source_run
         )

@@ -42,6 +42,7 @@ ARTIFACT_WRITE = re.compile(
     r"/(api|ajax-api)/\d+\.\d+/mlflow-artifacts/(artifacts|mpu/(create|complete|abort))(/|$)"
 )
 UI_UPLOAD = re.compile(r"/ajax-api/\d+\.\d+/mlflow/upload-artifact$")
+WORKSPACE_HEADER = "X-MLflow-Workspace"
 WRITE_METHODS = frozenset({"PUT", "POST", "DELETE", "PATCH"})
 
 
@@ -116,7 +117,9 @@ class RequestRules:
         reason: str | None = "only admins manage users, roles and permissions"
         if not admin_only:
             assert target is not None
-            search, source_run = frozen_artifacts.registry_lookups()
+            search, source_run = frozen_artifacts.registry_lookups(
+                frozen_artifacts.workspace_of(target, request.headers.get(WORKSPACE_HEADER))
+            )
             reason = frozen_artifacts.protected_version(
                 target,
                 deleting=request.method == "DELETE",
