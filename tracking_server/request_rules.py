@@ -13,6 +13,10 @@
   or workspace prefix, except a user's reads of itself (``users/current``,
   ``users/current/permissions``) and ``users/update-password``, which MLflow limits to the
   user's own password (or an admin).
+* **A DELETE's body is JSON or nothing**: MLflow's permission check reads a DELETE's query
+  string unless its body is declared JSON, while the handler parses the body anyway, so a
+  request could be checked against one model and act on another: 400 (see
+  ``stack_auth.refuse_unparsed_body``).
 * **Registered versions' files are immutable** (tracking_server/frozen_artifacts.py): writes and
   deletes through the Flask artifact routes (``PUT``/``DELETE .../mlflow-artifacts/artifacts/``,
   ``POST .../mlflow-artifacts/mpu/create|complete|abort/``, the UI's ``upload-artifact``). The
@@ -41,6 +45,7 @@ PERMISSIONS_SEGMENT = re.compile(r"/(api|ajax-api)/\d+\.\d+/mlflow/(.*/)?permiss
 ARTIFACT_WRITE = re.compile(
     r"/(api|ajax-api)/\d+\.\d+/mlflow-artifacts/(artifacts|mpu/(create|complete|abort))(/|$)"
 )
+API_PATH = re.compile(r"/(api|ajax-api)/\d+\.\d+/mlflow/")
 UI_UPLOAD = re.compile(r"/ajax-api/\d+\.\d+/mlflow/upload-artifact$")
 WORKSPACE_HEADER = "X-MLflow-Workspace"
 WRITE_METHODS = frozenset({"PUT", "POST", "DELETE", "PATCH"})
@@ -105,6 +110,12 @@ class RequestRules:
             and not basic_credentials_usable(request.authorization)
         ):
             return mlflow_auth.make_basic_auth_response()
+        if request.method == "DELETE" and API_PATH.search(request.path):
+            # Any DELETE, not only the registry guard's four: MLflow's check reads a DELETE's
+            # query string unless the body is declared JSON, its handler parses the body anyway.
+            from tracking_server.stack_auth import refuse_unparsed_body
+
+            refuse_unparsed_body()
         admin_only = admin_only_path(request.path)
         target = None if admin_only else self._artifact_target()
         if not admin_only and target is None:

@@ -447,6 +447,23 @@ def test_a_delete_checked_against_one_model_cannot_act_on_another(registry: Regi
         )
         assert confused.status_code == 400, (prefix, confused.status_code, confused.text[:300])
         _json_error(confused, "INVALID_PARAMETER_VALUE")
+    # The same for a DELETE the registry guard does not govern: the model's tag stays.
+    registry._admin(
+        "POST", "2.0/mlflow/registered-models/set-tag", {"name": other, "key": "k", "value": "v"}
+    )
+    untagged = requests.delete(
+        f"{registry.secured.url}/api/2.0/mlflow/registered-models/delete-tag",
+        params={"name": registry.shared_model, "key": "k"},
+        data=f'{{"name": "{other}", "key": "k"}}',
+        headers={"Content-Type": ""},
+        auth=CREDENTIALS["trainer"],
+        timeout=30,
+    )
+    assert untagged.status_code == 400, untagged.text[:300]
+    tags = registry.admin.get(
+        registry.secured.api("registered-models/get"), params={"name": other}, timeout=30
+    ).json()["registered_model"]["tags"]
+    assert {"key": "k", "value": "v"} in tags
     assert registry.alias_version(other, "production") == "1"
 
 
