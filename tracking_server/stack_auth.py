@@ -15,6 +15,13 @@ stack needs are finer than that, so this app adds them in front of MLflow's own 
   GET ``/metrics`` and nothing else (403 on every other path but the open ones like
   ``/health``), so Prometheus never holds the admin's password (docs/monitoring.md).
 
+Issue 20's guards sit beside these rules: registered versions' files immutable, user and
+permission management for admins, unknown auth schemes answered 401, DELETE bodies JSON or
+nothing (tracking_server/request_rules.py, frozen_artifacts.py), and MLflow's native FastAPI
+routes for admins (tracking_server/native_gate.py). The stack's checks read a request's
+parameters as MLflow's handler does (:func:`_param`), and audit lines quote user-supplied text
+(tracking_server/audit_text.py).
+
 Everything else is left to MLflow, unchanged. The checks run as a Flask ``before_request``
 hook registered ahead of the one ``mlflow.server.auth.create_app`` adds, on the *view
 function* a request is routed to, so every path MLflow serves the handler under (``/api``,
