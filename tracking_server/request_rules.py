@@ -16,7 +16,7 @@
 * **A DELETE's body is JSON or nothing**: MLflow's permission check reads a DELETE's query
   string unless its body is declared JSON, while the handler parses the body anyway, so a
   request could be checked against one model and act on another: 400 (see
-  ``stack_auth.refuse_unparsed_body``).
+  :func:`refuse_unparsed_body`).
 * **Registered versions' files are immutable** (tracking_server/frozen_artifacts.py): writes and
   deletes through the Flask artifact routes (``PUT``/``DELETE .../mlflow-artifacts/artifacts/``,
   ``POST .../mlflow-artifacts/mpu/create|complete|abort/``, the UI's ``upload-artifact``). The
@@ -113,8 +113,6 @@ class RequestRules:
         if request.method == "DELETE" and API_PATH.search(request.path):
             # Any DELETE, not only the registry guard's four: MLflow's check reads a DELETE's
             # query string unless the body is declared JSON, its handler parses the body anyway.
-            from tracking_server.stack_auth import refuse_unparsed_body
-
             refuse_unparsed_body()
         admin_only = admin_only_path(request.path)
         target = None if admin_only else self._artifact_target()
@@ -154,6 +152,19 @@ class RequestRules:
             return None
         body = request.get_json(silent=True) if request.is_json else None
         return artifact_write_target(request.path, request.method, request.view_args or {}, body)
+
+
+def refuse_unparsed_body() -> None:
+    """400 for a governed request whose body is not declared JSON (see ``stack_auth._param``): the
+    handler would parse it while MLflow's permission check reads the query string."""
+    from flask import request
+    from mlflow.exceptions import MlflowException
+
+    if request.method != "GET" and request.get_data(cache=True) and not request.is_json:
+        raise MlflowException.invalid_parameter_value(
+            f"a {request.method} to {request.path} with a body must send it as JSON: set "
+            "'Content-Type: application/json'"
+        )
 
 
 def audit_refusal(method: str, path: str, user: str | None, reason: str) -> None:

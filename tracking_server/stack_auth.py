@@ -55,7 +55,7 @@ from tracking_server.audit_text import quoted
 from tracking_server.default_workspace import remember_default_workspace
 from tracking_server.flask_lane import with_flask_lane
 from tracking_server.native_gate import native_gate_for
-from tracking_server.request_rules import RequestRules, bearer_supported
+from tracking_server.request_rules import RequestRules, bearer_supported, refuse_unparsed_body
 from tracking_server.settings import ProtectionSettings
 
 audit_logger = logging.getLogger("tracking_server.audit")
@@ -323,19 +323,6 @@ def _param(name: str) -> str | None:
         args = body if isinstance(body, dict) else {}
     value = (request.view_args or {}).get(name, args.get(name))
     return None if value is None or isinstance(value, dict | list) else str(value)
-
-
-def refuse_unparsed_body() -> None:
-    """400 for a governed request whose body is not declared JSON (see :func:`_param`): the
-    handler would parse it while MLflow's permission check reads the query string."""
-    from flask import request
-    from mlflow.exceptions import MlflowException
-
-    if request.method != "GET" and request.get_data(cache=True) and not request.is_json:
-        raise MlflowException.invalid_parameter_value(
-            f"a {request.method} to {request.path} with a body must send it as JSON: set "
-            "'Content-Type: application/json'"
-        )
 
 
 def _aliased_version(name: str | None, alias: str | None) -> str | None:
