@@ -14,5 +14,31 @@ warning line.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 logger = logging.getLogger(__name__)
+
+
+def model_registry_store() -> Any:
+    """The tracking server's registry store (``mlflow.server.handlers._get_model_registry_store``):
+    tracking_server/frozen_artifacts.py asks it which versions a write would touch."""
+    from mlflow.server.handlers import _get_model_registry_store
+
+    return _get_model_registry_store()
+
+
+def tracking_store() -> Any:
+    """The tracking server's tracking store (``mlflow.server.handlers._get_tracking_store``):
+    tracking_server/frozen_artifacts.py reads a logged model's source run from it."""
+    from mlflow.server.handlers import _get_tracking_store
+
+    return _get_tracking_store()
+
+
+def authenticate_fastapi_request(request: Any) -> Any:
+    """The user a Starlette request's Basic credentials name, or None
+    (``mlflow.server.auth._authenticate_fastapi_request``, MLflow's FastAPI auth path, with its
+    credential cache): tracking_server/native_gate.py judges native FastAPI routes with it."""
+    from mlflow.server.auth import _authenticate_fastapi_request
+
+    return _authenticate_fastapi_request(request)

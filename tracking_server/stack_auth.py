@@ -15,6 +15,13 @@ stack needs are finer than that, so this app adds them in front of MLflow's own 
   GET ``/metrics`` and nothing else (403 on every other path but the open ones like
   ``/health``), so Prometheus never holds the admin's password (docs/monitoring.md).
 
+Issue 20's guards sit beside these rules: registered versions' files immutable, user and
+permission management for admins, unknown auth schemes answered 401, DELETE bodies JSON or
+nothing (tracking_server/request_rules.py, frozen_artifacts.py), and MLflow's native FastAPI
+routes for admins (tracking_server/native_gate.py). The stack's checks read a request's
+parameters as MLflow's handler does (:func:`_param`), and audit lines quote user-supplied text
+(tracking_server/audit_text.py).
+
 Everything else is left to MLflow, unchanged. The checks run as a Flask ``before_request``
 hook registered ahead of the one ``mlflow.server.auth.create_app`` adds, on the *view
 function* a request is routed to, so every path MLflow serves the handler under (``/api``,
@@ -44,8 +51,11 @@ from typing import Any
 
 from stack_common.logs import setup_logging
 from tracking_server import request_memo
+from tracking_server.audit_text import quoted
 from tracking_server.default_workspace import remember_default_workspace
 from tracking_server.flask_lane import with_flask_lane
+from tracking_server.native_gate import native_gate_for
+from tracking_server.request_rules import RequestRules, bearer_supported, refuse_unparsed_body
 from tracking_server.settings import ProtectionSettings
 
 audit_logger = logging.getLogger("tracking_server.audit")
@@ -197,15 +207,18 @@ def audit(attempt: Attempt, status: int) -> None:
     }
     if attempt.refused_because:
         fields["reason"] = attempt.refused_because
-    target = attempt.model if attempt.alias is None else f"{attempt.model}@{attempt.alias}"
+    # Names come from the request: quoted unless plain, so no name can forge a line.
+    target = quoted(attempt.model)
+    if attempt.alias is not None:
+        target = f"{target}@{quoted(attempt.alias)}"
     audit_logger.info(
         "%s %s %s: %s -> %s by %s (%s)",
         outcome,
         attempt.action.value,
         target,
-        attempt.from_version or "-",
-        attempt.to_version or "-",
-        attempt.user,
+        quoted(attempt.from_version),
+        quoted(attempt.to_version),
+        quoted(attempt.user),
         attempt.refused_because or status,
         extra=fields,
     )
@@ -249,10 +262,12 @@ class RegistryGuard:
         authorization = mlflow_auth.authenticate_request()
         authenticated = not isinstance(authorization, Response)
         username = None if isinstance(authorization, Response) else authorization.username
-        attempt = self._describe(action, username)
+        # No registry read for an anonymous attempt: it is audited with what it asked.
+        attempt = self._describe(action, username, look_up=authenticated)
         g.stack_attempt = attempt
         if not authenticated:
             return None  # MLflow's own hook answers 401 the way it always does
+        refuse_unparsed_body()
         reason = refusal(
             action,
             attempt.alias,
@@ -277,31 +292,37 @@ class RegistryGuard:
             audit(attempt, response.status_code)
         return response
 
-    def _describe(self, action: Action, username: str | None) -> Attempt:
+    def _describe(self, action: Action, username: str | None, *, look_up: bool) -> Attempt:
         """Who wants what, and where the alias points now (for ``from -> to``)."""
         name = _param("name")
         alias = _param("alias") if action in (Action.SET_ALIAS, Action.DELETE_ALIAS) else None
         version = _param("version")
         attempt = Attempt(action, username or "anonymous", name, alias)
+        current = _aliased_version(name, alias) if look_up else None
         if action is Action.SET_ALIAS:
-            return replace(attempt, from_version=_aliased_version(name, alias), to_version=version)
+            return replace(attempt, from_version=current, to_version=version)
         if action is Action.DELETE_ALIAS:
-            return replace(attempt, from_version=_aliased_version(name, alias))
+            return replace(attempt, from_version=current)
         if action is Action.DELETE_VERSION:
             return replace(attempt, from_version=version)
         return attempt
 
 
 def _param(name: str) -> str | None:
-    """A request parameter, or None: malformed requests are MLflow's to answer (400)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.server.auth import _get_request_param
+    """A request parameter as MLflow's handler reads it (``_get_request_message``): the query
+    string of a GET, the JSON body of anything else (a body that is not JSON was refused by
+    :func:`refuse_unparsed_body`). MLflow's auth reads a DELETE's query string when the body
+    is not JSON, and so judged one model while the handler acted on another; the stack's checks
+    and audit line see what the handler will do. None when absent: MLflow answers 400."""
+    from flask import request
 
-    try:
-        value = _get_request_param(name)
-    except MlflowException:
-        return None
-    return None if value is None else str(value)
+    if request.method == "GET":
+        args: Any = request.args
+    else:
+        body = request.get_json(silent=True) if request.is_json else None
+        args = body if isinstance(body, dict) else {}
+    value = (request.view_args or {}).get(name, args.get(name))
+    return None if value is None or isinstance(value, dict | list) else str(value)
 
 
 def _aliased_version(name: str | None, alias: str | None) -> str | None:
@@ -368,6 +389,10 @@ def create_app(app: Any = None) -> Any:
     setup_logging(logger_name="tracking_server")
     flask_app = mlflow_flask_app if app is None else app
     settings = ProtectionSettings.from_env()
+    # First of all hooks: a scheme MLflow's check cannot judge is a 401, never a 500; user and
+    # permission management for admins; registered versions' files immutable.
+    rules = RequestRules(bearer_supported())
+    flask_app.before_request(catch_mlflow_exception(rules.before_request))
     if settings.metrics_username:
         # Ahead of the guard's and basic-auth's hooks: the scrape is answered before them.
         gate = ScrapeGate(settings.metrics_username)
@@ -386,11 +411,15 @@ def create_app(app: Any = None) -> Any:
     )
     coalesce_password_checks()
     remember_default_workspace()
+
     app = create_basic_auth_app(flask_app)
     request_memo.install(flask_app)
     if app is flask_app:
         return app  # gunicorn or waitress: Flask alone, no ASGI layers to skip
-    return with_flask_lane(app, flask_app, _has_fastapi_validator, _add_static_prefix("/gateway/"))
+    gate_native_routes = native_gate_for(app)
+    return gate_native_routes(
+        with_flask_lane(app, flask_app, _has_fastapi_validator, _add_static_prefix("/gateway/"))
+    )
 
 
 def _has_fastapi_validator(path: str, method: str) -> bool:

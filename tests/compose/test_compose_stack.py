@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -187,10 +188,68 @@ def check_locked_down(stack: ComposeProject, ui: str, model: str) -> None:
     )
     assert run.status_code == 403, run.text
 
+    check_registry_integrity(ui, model)
+
     for service in ("tracking-server", "serving"):
         state = json.loads(stack.python_in(service, LOCKED_DOWN))
         assert state["root"] == "EROFS" and state["uid"] == 10001, (service, state)
     assert json.loads(stack.python_in("tracking-server", LOCKED_DOWN))["ini_modes"] == ["0o600"]
+
+
+def check_registry_integrity(ui: str, model: str) -> None:
+    """Issue 20 against the real stack: the trainer cannot replace production's files, the
+    promoter cannot grant MANAGE, a DELETE checked against one model cannot act on another."""
+    secrets = TEST_SECRETS
+    admin = ("admin", secrets["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    trainer = ("trainer", secrets["STACK_TRAINER_PASSWORD"])
+    promoter = ("promoter", secrets["STACK_PROMOTER_PASSWORD"])
+    api = f"{ui}/api/2.0/mlflow"
+    production = requests.get(
+        f"{api}/registered-models/alias",
+        params={"name": model, "alias": "production"},
+        auth=admin,
+        timeout=10,
+    ).json()["model_version"]
+    found = re.search(r"m-[0-9a-f]{32}", f"{production.get('model_id')} {production['source']}")
+    assert found, production  # the trainer registers its logged model
+    model_id = found.group(0)
+    logged = requests.get(f"{api}/logged-models/{model_id}", auth=admin, timeout=10).json()
+    files = logged["model"]["info"]["artifact_uri"].split(":", 1)[1].lstrip("/")
+    replaced = requests.put(
+        f"{ui}/api/2.0/mlflow-artifacts/artifacts/{files}/MLmodel",
+        data=b"not the model",
+        auth=trainer,
+        timeout=10,
+    )
+    assert replaced.status_code == 403, replaced.text
+    granted = requests.post(
+        f"{ui}/api/3.0/mlflow/users/permissions/grant",
+        json={
+            "username": "trainer",
+            "resource_type": "registered_model",
+            "resource_id": model,
+            "permission": "MANAGE",
+        },
+        auth=promoter,
+        timeout=10,
+    )
+    assert granted.status_code == 403, granted.text
+    confused = requests.delete(
+        f"{api}/registered-models/alias",
+        params={"name": model, "alias": "nonexistent"},
+        data=json.dumps({"name": model, "alias": "production"}),
+        headers={"Content-Type": ""},
+        auth=promoter,
+        timeout=10,
+    )
+    assert confused.status_code == 400, confused.text
+    still = requests.get(
+        f"{api}/registered-models/alias",
+        params={"name": model, "alias": "production"},
+        auth=admin,
+        timeout=10,
+    )
+    assert still.json()["model_version"]["version"] == production["version"]
 
 
 def backup_folder(stack: ComposeProject, tmp_path: Path) -> Path:

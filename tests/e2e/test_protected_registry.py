@@ -24,7 +24,7 @@ from mlflow.protos.model_registry_pb2 import ModelRegistryService
 from mlflow.server.handlers import get_endpoints, get_service_endpoints
 
 from tests.e2e import test_security
-from tests.e2e.test_security import ADMIN_PASSWORD, PASSWORDS, Secured
+from tests.e2e.test_security import ADMIN_PASSWORD, METRICS_PASSWORD, PASSWORDS, Secured
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.e2e
@@ -335,3 +335,252 @@ def test_alias_moves_and_refusals_are_audited(registry: Registry) -> None:
     )
     assert f"allowed set_alias {name}@production: 1 -> 2 by promoter (200)" in ours[1]
     assert f"refused delete_registered_model {name}: - -> - by promoter (hard deletes" in ours[2]
+
+
+# --- Issue 20: the holes an audit found, each closed (tracking_server/request_rules.py,
+# frozen_artifacts.py, native_gate.py) ---
+
+PREFIXES = ("/api", "/ajax-api")
+
+
+def _as(user: str) -> tuple[str, str] | None:
+    if user == "metrics":
+        return ("metrics", METRICS_PASSWORD)
+    return CREDENTIALS[user]
+
+
+def _json_error(answer: requests.Response, code: str) -> None:
+    error = answer.json()
+    assert error["error_code"] == code, error
+
+
+def _artifact(registry: Registry, prefix: str, path: str) -> str:
+    return f"{registry.secured.url}{prefix}/2.0/mlflow-artifacts/artifacts/{path}"
+
+
+def _proxied(artifact_uri: str) -> str:
+    """``mlflow-artifacts:/1/<run>/artifacts`` -> ``1/<run>/artifacts``."""
+    return artifact_uri.split(":", 1)[1].lstrip("/")
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_a_registered_versions_files_are_immutable(registry: Registry, prefix: str) -> None:
+    """The trainer (EDIT on the experiment) may not replace, add beside, delete or multipart-upload
+    the files of a registered version, run artifacts or logged model alike; its own unregistered
+    run's files it writes."""
+    model_dir = f"{_proxied(registry.source.rsplit('/', 1)[0])}/model"
+    admin_put = requests.put(
+        _artifact(registry, prefix, f"{model_dir}/MLmodel"),
+        data=b"original",
+        auth=CREDENTIALS["admin"],
+        timeout=30,
+    )
+    assert admin_put.status_code == 200, admin_put.text
+    logged = registry.admin.post(
+        f"{registry.secured.url}/api/2.0/mlflow/logged-models",
+        json={"experiment_id": registry.secured.experiment_id(), "name": "model"},
+        timeout=30,
+    ).json()["model"]["info"]
+    registry._admin(
+        "POST",
+        "2.0/mlflow/model-versions/create",
+        {
+            "name": registry.shared_model,
+            "source": f"models:/{logged['model_id']}",
+            "model_id": logged["model_id"],
+        },
+    )
+    logged_dir = _proxied(logged["artifact_uri"])
+    trainer = CREDENTIALS["trainer"]
+    for target in (f"{model_dir}/MLmodel", f"{model_dir}/extra.pkl", f"{logged_dir}/MLmodel"):
+        put = requests.put(_artifact(registry, prefix, target), data=b"x", auth=trainer, timeout=30)
+        assert put.status_code == 403, (target, put.status_code, put.text[:300])
+        _json_error(put, "PERMISSION_DENIED")
+    for target in (model_dir, logged_dir, model_dir.split("/", 1)[0]):
+        gone = requests.delete(_artifact(registry, prefix, target), auth=trainer, timeout=30)
+        assert gone.status_code == 403, (target, gone.status_code, gone.text[:300])
+    for step in ("create", "complete", "abort"):
+        mpu = requests.post(
+            f"{registry.secured.url}{prefix}/2.0/mlflow-artifacts/mpu/{step}/{model_dir}",
+            json={"path": "MLmodel", "num_parts": 1, "upload_id": "u", "parts": []},
+            auth=trainer,
+            timeout=30,
+        )
+        assert mpu.status_code == 403, (step, mpu.status_code, mpu.text[:300])
+    kept = registry.admin.get(_artifact(registry, prefix, f"{model_dir}/MLmodel"), timeout=30)
+    assert kept.content == b"original"
+
+    own = requests.post(
+        registry.secured.api("runs/create"),
+        json={"experiment_id": registry.secured.experiment_id()},
+        auth=trainer,
+        timeout=30,
+    ).json()["run"]["info"]
+    mine = f"{_proxied(own['artifact_uri'])}/model/MLmodel"
+    written = requests.put(
+        _artifact(registry, prefix, mine), data=b"mine", auth=trainer, timeout=30
+    )
+    assert written.status_code == 200, written.text
+    # (Deleting them is MLflow's own call: it refuses EDIT, the stack adds nothing there.)
+
+
+def test_a_delete_checked_against_one_model_cannot_act_on_another(registry: Registry) -> None:
+    """The body names a model the promoter has no rights on, the query string one it manages:
+    400, and the other model keeps its alias."""
+    other = f"{registry.secured.model}-other-{uuid.uuid4().hex[:6]}"
+    registry._admin("POST", "2.0/mlflow/registered-models/create", {"name": other})
+    registry._admin(
+        "POST",
+        "2.0/mlflow/model-versions/create",
+        {"name": other, "source": registry.source, "run_id": registry.run_id},
+    )
+    alias = {"name": other, "alias": "production", "version": "1"}
+    registry._admin("POST", "2.0/mlflow/registered-models/alias", alias)
+    for prefix in PREFIXES:
+        confused = requests.delete(
+            f"{registry.secured.url}{prefix}/2.0/mlflow/registered-models/alias",
+            params={"name": registry.shared_model, "alias": "nonexistent"},
+            data=f'{{"name": "{other}", "alias": "production"}}',
+            headers={"Content-Type": ""},
+            auth=CREDENTIALS["promoter"],
+            timeout=30,
+        )
+        assert confused.status_code == 400, (prefix, confused.status_code, confused.text[:300])
+        _json_error(confused, "INVALID_PARAMETER_VALUE")
+    # The same for a DELETE the registry guard does not govern: the model's tag stays.
+    registry._admin(
+        "POST", "2.0/mlflow/registered-models/set-tag", {"name": other, "key": "k", "value": "v"}
+    )
+    untagged = requests.delete(
+        f"{registry.secured.url}/api/2.0/mlflow/registered-models/delete-tag",
+        params={"name": registry.shared_model, "key": "k"},
+        data=f'{{"name": "{other}", "key": "k"}}',
+        headers={"Content-Type": ""},
+        auth=CREDENTIALS["trainer"],
+        timeout=30,
+    )
+    assert untagged.status_code == 400, untagged.text[:300]
+    tags = registry.admin.get(
+        registry.secured.api("registered-models/get"), params={"name": other}, timeout=30
+    ).json()["registered_model"]["tags"]
+    assert {"key": "k", "value": "v"} in tags
+    assert registry.alias_version(other, "production") == "1"
+
+
+PERMISSION_CALLS = [
+    ("3.0/mlflow/users/permissions/grant", "POST"),
+    ("3.0/mlflow/users/permissions/revoke", "POST"),
+    ("2.0/mlflow/registered-models/permissions/create", "POST"),
+    ("2.0/mlflow/registered-models/permissions/update", "PATCH"),
+    ("2.0/mlflow/registered-models/permissions/delete", "DELETE"),
+    ("2.0/mlflow/experiments/permissions/create", "POST"),
+    ("2.0/mlflow/users/create", "POST"),
+    ("2.0/mlflow/users/update-admin", "PATCH"),
+    ("3.0/mlflow/roles/create", "POST"),
+]
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_only_admins_manage_users_and_permissions(registry: Registry, prefix: str) -> None:
+    """The promoter (MANAGE on the model) can neither hand out MANAGE nor revoke serving's READ,
+    nor make users or roles; the trainer still cannot move production afterwards."""
+    name = registry.shared_model
+    body = {
+        "name": name,
+        "username": "trainer",
+        "user_name": "trainer",
+        "permission": "MANAGE",
+        "resource_type": "registered_model",
+        "resource_id": name,
+        "password": "a-long-enough-password",
+        "is_admin": True,
+        "role_name": "r",
+    }
+    for path, method in PERMISSION_CALLS:
+        for user in ("promoter", "trainer"):
+            answer = registry.call(user, method, f"{prefix}/{path}", body)
+            assert answer.status_code == 403, (path, user, answer.status_code, answer.text[:300])
+    move = {"name": name, "alias": "production", "version": "2"}
+    moved = registry.call("trainer", "POST", "/api/2.0/mlflow/registered-models/alias", move)
+    assert moved.status_code == 403
+    # Reading itself stays open to every user.
+    me = registry.call("promoter", "GET", f"{prefix}/2.0/mlflow/users/current", {})
+    assert me.status_code == 200, me.text[:300]
+
+
+NATIVE_ROUTES = [
+    ("GET", "/ajax-api/3.0/mlflow/assistant/config"),
+    ("POST", "/ajax-api/3.0/jobs/search"),
+    ("PUT", "/ajax-api/3.0/mlflow/assistant/config"),
+]
+
+
+@pytest.mark.parametrize("user", ["metrics", "serving", "trainer", "promoter", "anonymous"])
+def test_native_fastapi_routes_are_for_admins_only(registry: Registry, user: str) -> None:
+    for method, path in NATIVE_ROUTES:
+        answer = requests.request(
+            method, f"{registry.secured.url}{path}", json={}, auth=_as(user), timeout=30
+        )
+        expected = 401 if user == "anonymous" else 403
+        assert answer.status_code == expected, (method, path, answer.status_code, answer.text)
+    # The scrape-only user downloads no artifacts either.
+    download = requests.get(
+        _artifact(registry, "/api", f"{_proxied(registry.source)}/MLmodel"),
+        auth=_as("metrics"),
+        timeout=30,
+    )
+    assert download.status_code in (401, 403)
+
+
+def test_a_forged_name_makes_exactly_one_escaped_audit_line(registry: Registry) -> None:
+    """A name holding a newline and a fake 'allowed' line: each refused attempt is one audit
+    line, the newline escaped (MLflow itself refuses names with '/' or ':', so none here)."""
+    marker = uuid.uuid4().hex[:10]
+    forged = (
+        f"{marker}\nINFO tracking_server.audit allowed set_alias x@production 1 -> 2 by promoter"
+    )
+    refused = 0
+    for user in ("anonymous", "trainer"):
+        answer = registry.call(
+            user,
+            "POST",
+            "/api/2.0/mlflow/registered-models/alias",
+            {"name": forged, "alias": "production", "version": "1"},
+        )
+        assert answer.status_code in (401, 403, 404), answer.text[:300]
+        refused += answer.status_code in (401, 403)
+    assert refused >= 1
+    log = registry.secured.root / "tracking.log"
+    deadline = time.monotonic() + 30
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        lines = [ln for ln in log.read_text().splitlines() if marker in ln]
+        if len(lines) >= refused:
+            break
+        time.sleep(0.2)
+    assert len(lines) == refused, lines
+    assert all("\\n" in ln and "tracking_server.audit: refused" in ln for ln in lines), lines
+    assert not any(
+        ln.startswith("INFO tracking_server.audit allowed") for ln in log.read_text().splitlines()
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'Digest username="admin", realm="mlflow", nonce="x", response="y"',
+        "Bearer abc",
+        "Foo",
+        "Basic !!",
+    ],
+    ids=["digest", "bearer", "garbage", "bad-basic"],
+)
+@pytest.mark.parametrize("path", ["2.0/mlflow/registered-models/alias", "2.0/mlflow/users/current"])
+def test_unknown_authentication_schemes_get_401(registry: Registry, header: str, path: str) -> None:
+    answer = requests.get(
+        f"{registry.secured.url}/api/{path}",
+        params={"name": registry.shared_model, "alias": "production"},
+        headers={"Authorization": header},
+        timeout=30,
+    )
+    assert answer.status_code == 401, (header, answer.status_code, answer.text[:300])

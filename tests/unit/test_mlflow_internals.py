@@ -8,3 +8,18 @@ from stack_common import mlflow_internals
 
 def test_the_module_imports_without_touching_mlflow_state() -> None:
     assert mlflow_internals.__doc__
+
+
+def test_the_store_getters_and_fastapi_authentication_exist() -> None:
+    import mlflow.server.auth as basic_auth
+    import mlflow.server.handlers as handlers
+
+    for module, name in (
+        (handlers, "_get_model_registry_store"),
+        (handlers, "_get_tracking_store"),
+        (basic_auth, "_authenticate_fastapi_request"),
+    ):
+        assert callable(getattr(module, name, None)), (
+            f"MLflow no longer has {module.__name__}.{name}: "
+            "update stack_common/mlflow_internals.py"
+        )
