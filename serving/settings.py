@@ -70,6 +70,26 @@ class ServingSettings(ClientSettings):
     engine: Literal["batching", "mlflow"] = env("SERVING_ENGINE", "batching")
     max_batch_rows: int = env("SERVING_MAX_BATCH_ROWS", 32, ge=1)
     max_batch_wait_ms: float = env("SERVING_MAX_BATCH_WAIT_MS", 2.0, ge=0)
+    restart_backoff_s: float = env(
+        "SERVING_RESTART_BACKOFF_SECONDS",
+        1.0,
+        ge=0,
+        description="Wait before the 2nd attempt to restart a scoring process that keeps "
+        "failing; each further attempt waits twice as long.",
+    )
+    restart_backoff_max_s: float = env(
+        "SERVING_RESTART_BACKOFF_MAX_SECONDS",
+        60.0,
+        ge=0,
+        description="The longest wait between two restart attempts.",
+    )
+    restart_max_failures: int = env(
+        "SERVING_RESTART_MAX_FAILURES",
+        5,
+        ge=1,
+        description="Failed restarts in a row after which /health says unhealthy and the "
+        "supervisor stops restarting (until a new version is promoted).",
+    )
 
     @field_validator("engine", mode="before")
     @classmethod
