@@ -112,8 +112,9 @@ def test_nginx_or_a_scoring_process_dying_is_repaired(
             len(children("scoring-v1-")) == len(scoring)
             and scoring[0] not in children("scoring-v1-")
         ),
-        what="the scoring pool restarted",
+        what="the dead scoring process replaced",
     )
+    assert set(scoring[1:]) <= set(children("scoring-v1-")), "the live processes were restarted"
     response = wait_for(
         lambda: _answer(serving.url), what="serving to answer again after the repairs"
     )
