@@ -8,7 +8,13 @@ from typing import Any, Literal
 
 from pydantic import field_validator
 
-from stack_common.settings import DEFAULT_SERVING_PORT, ClientSettings, UserPath, env
+from stack_common.settings import (
+    DEFAULT_SERVING_PORT,
+    ClientSettings,
+    StackSettings,
+    UserPath,
+    env,
+)
 from stack_common.tracking import CLIENT_ENV_DEFAULTS, HttpBudget
 
 
@@ -107,3 +113,18 @@ class ServingSettings(ClientSettings):
     @property
     def model_uri(self) -> str:
         return f"models:/{self.model_name}@{self.alias}"
+
+
+def _as_in_serving(field: str) -> Any:
+    """ServingSettings' own field (variable, default, limits, description): the supervisor and
+    the scoring processes read one variable by one rule."""
+    return ServingSettings.model_fields[field]
+
+
+class ScoringSettings(StackSettings):
+    """A scoring process (``serving/scoring_app.py``): the batching limits its pool passes it
+    (``serving.pool.scoring_env``). The model path and the request timeout are MLflow's own
+    variables, read as MLflow's scoring server reads them."""
+
+    max_batch_rows: int = _as_in_serving("max_batch_rows")
+    max_batch_wait_ms: float = _as_in_serving("max_batch_wait_ms")

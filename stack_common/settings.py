@@ -90,9 +90,9 @@ class _Environment(PydanticBaseSettingsSource):
 class StackSettings(BaseSettings):
     """One service's settings; build them with :meth:`from_env`."""
 
-    model_config = SettingsConfigDict(
-        env_ignore_empty=True, extra="ignore", frozen=True, validate_by_name=True
-    )
+    # No env_ignore_empty: the stack's own source (_Environment) replaces pydantic's, and it
+    # is what treats an empty variable as unset.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, validate_by_name=True)
 
     @classmethod
     def settings_customise_sources(

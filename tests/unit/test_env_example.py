@@ -11,7 +11,7 @@ import pytest
 from backup.settings import BackupSettings
 from local_stack.settings import LocalStackSettings
 from promotion.settings import PromotionSettings
-from serving.settings import ServingSettings
+from serving.settings import ScoringSettings, ServingSettings
 from stack_common.settings import StackSettings
 from tracking_server.bootstrap_users import UsersSettings
 from tracking_server.create_bucket import BucketSettings
@@ -25,6 +25,7 @@ SETTINGS_CLASSES: list[type[StackSettings]] = [
     BucketSettings,
     UsersSettings,
     ServingSettings,
+    ScoringSettings,
     TrainingSettings,
     PromotionSettings,
     BackupSettings,
