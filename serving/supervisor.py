@@ -35,6 +35,7 @@ from serving.pool import (
     example_request,
     interpreter_env,
 )
+from serving.restarts import RestartBackoff
 from serving.settings import ServingSettings
 from serving.spawn import WarmStart
 from stack_common.errors import describe_mlflow_error, one_line, refused_status
@@ -173,8 +174,11 @@ class Supervisor:
         self.signals = signals or SignalQueue()
         self.nap = nap or clock.sleep
         self.other_children = other_children  # our children not in a pool (warm interpreter)
-        self.restart_failures = 0  # failed scoring process restarts in a row
-        self.restart_at = 0.0  # no restart attempt before (clock.monotonic())
+        self.restarts = RestartBackoff(
+            settings.restart_backoff_s,
+            settings.restart_backoff_max_s,
+            settings.restart_max_failures,
+        )
         self.unhealthy: str | None = None  # why the supervisor gave up restarting
 
     # -- metrics (serving/metrics.py; the hooks below are one line each) ---------------------
@@ -319,7 +323,7 @@ class Supervisor:
         up to SERVING_RESTART_BACKOFF_MAX_SECONDS, and after SERVING_RESTART_MAX_FAILURES in a
         row the supervisor gives up: /health says unhealthy, and no poll retries it."""
         assert self.active is not None
-        if self.unhealthy is not None or self.clock.monotonic() < self.restart_at:
+        if not self.restarts.may_try(self.clock.monotonic()):
             return
         version = self.active.version
         for index in dead:
@@ -330,14 +334,13 @@ class Supervisor:
             except PoolFailed as exc:
                 self._restart_failed(exc)
                 return
-        if self.restart_failures:
-            self.restart_failures = 0
+        if self.restarts.succeeded():
             self._recover("scoring")
 
     def _restart_failed(self, exc: PoolFailed) -> None:
-        self.restart_failures += 1
-        failures, limit = self.restart_failures, self.settings.restart_max_failures
-        if failures >= limit:
+        delay = self.restarts.failed(self.clock.monotonic())
+        failures, limit = self.restarts.failures, self.restarts.max_failures
+        if delay is None:
             self.unhealthy = (
                 f"scoring processes of version {self.active.version if self.active else '?'} "
                 f"failed to restart {failures} times in a row ({exc}); no more restarts: "
@@ -347,18 +350,14 @@ class Supervisor:
             self.degraded.pop("scoring", None)
             self._write_status()
             return
-        delay = min(
-            self.settings.restart_backoff_s * 2 ** (failures - 1),
-            self.settings.restart_backoff_max_s,
-        )
-        self.restart_at = self.clock.monotonic() + delay
         self._degrade(
             "scoring",
             f"restart {failures} of {limit} failed ({exc}); next attempt in {delay:g}s",
         )
 
     def _reset_restarts(self) -> None:
-        self.restart_failures, self.restart_at, self.unhealthy = 0, 0.0, None
+        self.restarts.reset()
+        self.unhealthy = None
         self.degraded.pop("scoring", None)
 
     # -- switching versions -----------------------------------------------------------------

@@ -374,9 +374,9 @@ def test_backoff_delays_double_up_to_the_cap(tmp_path: Path) -> None:
     waits = []
     for _ in range(3):
         h.supervisor.tick()
-        waits.append(h.supervisor.restart_at - h.clock.t)
+        waits.append(h.supervisor.restarts.retry_at - h.clock.t)
         assert "next attempt in" in h.status("health")["degraded"]["scoring"]
-        h.clock.t = h.supervisor.restart_at
+        h.clock.t = h.supervisor.restarts.retry_at
     assert waits == [2, 4, 5]
     h.supervisor.tick()
     assert h.status("health")["status"] == "unhealthy"
@@ -393,9 +393,9 @@ def test_a_restart_that_works_after_failures_clears_the_degradation(h: Harness) 
     h.supervisor.tick()
     assert "scoring" in h.status("health")["degraded"]
     h.pools[0].replace_failure = None
-    h.clock.t = h.supervisor.restart_at
+    h.clock.t = h.supervisor.restarts.retry_at
     h.supervisor.tick()
-    assert h.status("health")["status"] == "ok" and h.supervisor.restart_failures == 0
+    assert h.status("health")["status"] == "ok" and h.supervisor.restarts.failures == 0
 
 
 def test_each_new_version_is_reported_once_it_serves_and_only_then(h: Harness) -> None:
