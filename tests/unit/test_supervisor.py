@@ -521,12 +521,15 @@ def test_a_signal_wakes_the_loop_from_its_nap_at_once(tmp_path: Path) -> None:
     h.supervisor.nap = signals.wait
     child = subprocess.Popen([sys.executable, "-c", "pass"])  # its exit: a SIGCHLD
     h.supervisor.other_children = lambda: [child.pid]
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     signals.install()
+    timer.start()
     began = time.monotonic()
     try:
         h.supervisor.serve()
     finally:
+        timer.cancel()
+        timer.join()
         signals.uninstall()
         child.wait()
     assert time.monotonic() - began < 2.5 and h.cleaned
