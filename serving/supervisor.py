@@ -27,7 +27,7 @@ from serving.cache import CacheEntry, ModelCache
 from serving.children import STOP_SIGNALS, SignalQueue, reap_strays
 from serving.front import Front, FrontConfig
 from serving.metrics import ServingMetrics
-from serving.model_source import RegistrySource
+from serving.model_source import RegistrySource, StartStopped
 from serving.pool import (
     BatchSettings,
     PoolFailed,
@@ -97,7 +97,7 @@ PoolFactory = Callable[[CacheEntry], Pool]
 class ModelSource(Protocol):
     """The alias and the files of its versions (see serving.model_source.RegistrySource)."""
 
-    def first(self) -> tuple[CacheEntry, str]: ...
+    def first(self, stopping: Callable[[], bool] = ...) -> tuple[CacheEntry, str]: ...
 
     def current_version(self) -> str | None: ...
 
@@ -213,7 +213,10 @@ class Supervisor:
 
         A stop signal is looked at between the steps (a download or a load in progress
         finishes first, within its own timeout)."""
-        entry, self.source = self.models.first()
+        try:
+            entry, self.source = self.models.first(self.stop_requested)
+        except StartStopped:
+            return
         if self.stop_requested():
             return
         self.metrics.fetched(entry)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from serving.cache import CacheEntry
+from serving.model_source import StartStopped
 from serving.pool import PoolFailed
 from serving.settings import ServingSettings
 from serving.supervisor import DRAIN_S, Supervisor, SystemClock
@@ -113,7 +115,8 @@ class FakeModels:
         path.mkdir(parents=True, exist_ok=True)
         return CacheEntry(path=path, version=version, size_bytes=1, hit=True, seconds=0.0)
 
-    def first(self) -> tuple[CacheEntry, str]:
+    def first(self, stopping: Callable[[], bool] = lambda: False) -> tuple[CacheEntry, str]:
+        self.stopping = stopping  # what the supervisor asks it to look at while it waits
         return self.entry(self.first_version), self.first_source
 
     def current_version(self) -> str | None:
@@ -443,9 +446,9 @@ def test_serve_polls_every_interval_until_asked_to_stop_then_shuts_down(h: Harne
 def test_a_stop_while_starting_unwinds_at_once_and_cleans_up(h: Harness) -> None:
     first = h.models.first
 
-    def interrupted() -> tuple[CacheEntry, str]:
+    def interrupted(stopping: Callable[[], bool]) -> tuple[CacheEntry, str]:
         h.supervisor.request_stop()  # SIGTERM during a long first download
-        return first()
+        return first(stopping)
 
     h.models.first = interrupted  # type: ignore[method-assign]
     h.supervisor.serve()
@@ -533,3 +536,28 @@ def test_a_signal_wakes_the_loop_from_its_nap_at_once(tmp_path: Path) -> None:
         signals.uninstall()
         child.wait()
     assert time.monotonic() - began < 2.5 and h.cleaned
+
+
+def test_a_stop_signal_while_waiting_for_a_first_promotion_ends_the_wait(h: Harness) -> None:
+    """Compose waits a day for the first promotion: SIGTERM must end that wait, and it does
+    through the same queue (the wait looks at ``stopping``; serving/model_source.py)."""
+
+    def waiting(stopping: Callable[[], bool]) -> tuple[CacheEntry, str]:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if stopping():
+                raise StartStopped
+            time.sleep(0.01)
+        raise AssertionError("the wait never heard of the signal")
+
+    h.models.first = waiting  # type: ignore[method-assign]
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM))
+    h.supervisor.signals.install()
+    timer.start()
+    try:
+        h.supervisor.serve()
+    finally:
+        timer.cancel()
+        timer.join()
+        h.supervisor.signals.uninstall()
+    assert h.pools == [] and h.cleaned and h.supervisor.stopping
