@@ -11,7 +11,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from tests.conftest import ServiceFactory
+from tests.conftest import Service, ServiceFactory
 from tests.helpers import LoadGenerator, processes, run_cli, train_and_promote, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -127,3 +127,26 @@ def _answer(url: str) -> requests.Response | None:
     except requests.RequestException:
         return None
     return response if response.status_code == 200 else None
+
+
+def test_sigterm_while_waiting_for_a_first_promotion_stops_at_once(
+    services: ServiceFactory, shared_tracking_server: Service, unique_name: str
+) -> None:
+    """Signal handlers only record the signal now; the wait for a first promotion (a day in
+    Compose) still ends at once on SIGTERM, cleanly, with exit code 0."""
+    import signal
+
+    serving = services.serving(
+        shared_tracking_server.url,
+        unique_name,
+        env={"SERVING_ALIAS_WAIT_SECONDS": "600"},
+        wait=False,
+    )
+    wait_for(
+        lambda: "waiting for a production version" in serving.log_path.read_text(),
+        what="serving to wait for a promotion",
+    )
+    began = time.monotonic()
+    serving.process.send_signal(signal.SIGTERM)
+    assert serving.process.wait(timeout=10) == 0
+    assert time.monotonic() - began < 3, "the stop waited for something"
