@@ -6,6 +6,10 @@ fetched through the cache, started in a fresh pool of scoring processes, checked
 and a real prediction of its input example, and only then does nginx send it traffic; the old
 pool is retired once nginx's old workers have finished their requests. A version that fails to
 load or predict is never switched to: the old one keeps serving and ``/health`` says why.
+
+Its children are kept as gunicorn's arbiter keeps its workers (``serving/children.py``): signal
+handlers only record, the loop acts; a dead scoring process is replaced alone, with a backoff
+that ends in ``unhealthy`` (``serving/restarts.py``); every other exited child is reaped.
 """
 
 from __future__ import annotations
