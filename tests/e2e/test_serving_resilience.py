@@ -83,14 +83,28 @@ def test_tracking_server_outage_degrades_health_but_not_answers(
 
 
 def test_nginx_or_a_scoring_process_dying_is_repaired(
-    services: ServiceFactory, unique_name: str
+    services: ServiceFactory, unique_name: str, tmp_path: Path
 ) -> None:
+    """nginx and a dead scoring process are restarted (only the dead one); when the restarts
+    keep failing they back off and end in an unhealthy /health, the live process serving."""
     import os
     import signal
 
     tracking = services.tracking()
     train_and_promote(tracking.url, unique_name)
-    serving = services.serving(tracking.url, unique_name, env={"SERVING_POLL_SECONDS": "0.5"})
+    cache = tmp_path / "model-cache"
+    serving = services.serving(
+        tracking.url,
+        unique_name,
+        env={
+            "SERVING_POLL_SECONDS": "0.5",
+            "SERVING_WORKERS": "2",
+            "SERVING_CACHE_DIR": str(cache),
+            "SERVING_RESTART_BACKOFF_SECONDS": "0.2",
+            "SERVING_RESTART_BACKOFF_MAX_SECONDS": "0.4",
+            "SERVING_RESTART_MAX_FAILURES": "3",
+        },
+    )
 
     def children(pattern: str) -> list[int]:
         return [
@@ -119,6 +133,22 @@ def test_nginx_or_a_scoring_process_dying_is_repaired(
         lambda: _answer(serving.url), what="serving to answer again after the repairs"
     )
     assert response.headers["X-Model-Version"] == "1"
+
+    # The model's files go missing: a restart cannot load it. The supervisor backs off, gives
+    # up after 3 failures, and says so; the live process goes on answering.
+    [model_file] = cache.rglob("MLmodel")
+    model_file.rename(model_file.with_name("MLmodel.away"))
+    live = children("scoring-v1-")
+    os.kill(live[0], signal.SIGKILL)
+    unhealthy = wait_for(
+        lambda: health(serving.url)["status"] == "unhealthy" and health(serving.url),
+        what="/health to say unhealthy",
+    )
+    assert "failed to restart 3 times" in unhealthy["unhealthy"], unhealthy
+    assert children("scoring-v1-") == live[1:]
+    assert "serving_unhealthy 1.0" in requests.get(f"{serving.url}/metrics", timeout=5).text
+    for _ in range(5):
+        assert _answer(serving.url) is not None
 
 
 def _answer(url: str) -> requests.Response | None:
