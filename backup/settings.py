@@ -20,13 +20,19 @@ class BackupSettings(StoreSettings):
 
     # libpq reads it too; here it reaches pg_dump/pg_restore's environment only, never argv.
     pgpassword: SecretStr | None = env("PGPASSWORD", None)
+    """The PostgreSQL password, passed to pg_dump/pg_restore's environment only."""
     # Where backups go: a folder on the host (default ./backups), or a bucket/folder URI.
     backup_dir: Path = env("BACKUP_DIR", Path("backups"))
+    """Where backups go on the host."""
     backup_uri: str | None = env("BACKUP_URI", None)
+    """A bucket/folder URI for backups instead of backup_dir."""
     # The PostgreSQL client tools (their major version must be >= the server's).
     pg_dump: str = env("PG_DUMP", "pg_dump")
+    """The pg_dump binary (its major version >= the server's)."""
     pg_restore: str = env("PG_RESTORE", "pg_restore")
+    """The pg_restore binary."""
     psql: str = env("PSQL", "psql")
+    """The psql binary."""
 
     @property
     def target(self) -> str:

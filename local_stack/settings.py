@@ -16,6 +16,9 @@ class LocalStackSettings(DataDirSettings):
     the environment it passes on (tracking_server/settings.py, serving/settings.py)."""
 
     model_name: str = env("MODEL_NAME", DEFAULT_MODEL_NAME)
+    """The registered model the demo trains and serves."""
     # `up`: the UI's and serving's ports (the demo picks free ones).
     ui_port: int = env("MLFLOW_PORT", DEFAULT_TRACKING_PORT, ge=1)
+    """The tracking server's (UI's) port for `up`."""
     serving_port: int = env("SERVING_PORT", DEFAULT_SERVING_PORT, ge=1)
+    """Serving's port for `up`."""

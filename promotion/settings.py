@@ -12,6 +12,7 @@ class PromotionSettings(ClientSettings):
 
     # Recorded as promoted_by on the version; unset: the login name.
     promoted_by_setting: str | None = env("PROMOTED_BY", None)
+    """Recorded as promoted_by on the version; unset: the login name."""
 
     @property
     def promoted_by(self) -> str:

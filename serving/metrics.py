@@ -218,6 +218,12 @@ class ServingMetrics:
             ["process"],
             registry=r,
         )
+        self.unhealthy = Gauge(
+            "serving_unhealthy",
+            "1 when restarts of the scoring processes kept failing and the supervisor gave up "
+            "(/health says why), else 0.",
+            registry=r,
+        )
         r.register(_InFlight(run_dir / STATUS_SOCKET))
         for result in ("switched", "rejected"):
             self.switches.labels(result)
@@ -298,6 +304,7 @@ class ServingMetrics:
                 self.switches.labels("rejected").inc(rejected - self._rejected)
             self._rejected = rejected
             self.tracking_up.set(0 if "tracking_server" in health.get("degraded", {}) else 1)
+            self.unhealthy.set(1 if health.get("status") == "unhealthy" else 0)
 
     def fetched(self, entry: Any) -> None:
         """A version came out of the cache (``serving.cache.CacheEntry``)."""

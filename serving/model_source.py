@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,8 +100,18 @@ def _alias_over_http(settings: ServingSettings, budget: HttpBudget) -> str:
     return str(response.json()["model_version"]["version"])
 
 
-def wait_for_version(settings: ServingSettings) -> str:
-    """Resolve the alias; wait up to SERVING_ALIAS_WAIT_SECONDS for someone to promote."""
+class StartStopped(Exception):
+    """Asked to stop (SIGTERM, SIGINT) while waiting for a version to start with."""
+
+
+def _never() -> bool:
+    return False
+
+
+def wait_for_version(settings: ServingSettings, stopping: Callable[[], bool] = _never) -> str:
+    """Resolve the alias; wait up to SERVING_ALIAS_WAIT_SECONDS for someone to promote, unless
+    ``stopping`` says to give up (StartStopped): Compose waits a day for the first promotion,
+    and a ``docker compose down`` must not have to wait for it."""
     deadline = time.monotonic() + settings.alias_wait_s
     announced = False
     while True:
@@ -113,7 +123,11 @@ def wait_for_version(settings: ServingSettings) -> str:
         if not announced:
             logger.info("waiting for a production version: %s", promote_hint(settings))
             announced = True
-        time.sleep(min(5.0, max(0.5, deadline - time.monotonic())))
+        until = time.monotonic() + min(5.0, max(0.5, deadline - time.monotonic()))
+        while time.monotonic() < until:
+            if stopping():
+                raise StartStopped
+            time.sleep(0.2)
 
 
 PRESIGNED_ENV = "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"
@@ -281,11 +295,14 @@ def artifact_bytes(tracking_uri: str, name: str, version: str) -> int | None:
 
 
 def fetch_production(
-    settings: ServingSettings, cache: ModelCache, route: DownloadRoute | None = None
+    settings: ServingSettings,
+    cache: ModelCache,
+    route: DownloadRoute | None = None,
+    stopping: Callable[[], bool] = _never,
 ) -> CacheEntry:
     try:
         wait_for_tracking_server(settings.tracking_uri, settings.server_wait_s)
-        version = wait_for_version(settings)
+        version = wait_for_version(settings, stopping)
     except ServerUnreachable:
         cached = cache.cached_alias(settings.model_name, settings.alias)
         if cached is None:
@@ -344,8 +361,9 @@ class RegistrySource:
         self.poll_budget = poll_budget
         self.route = DownloadRoute()  # shared by every download of this process
 
-    def first(self) -> tuple[CacheEntry, str]:
-        """The version to start with and where it came from ("cache" or "registry").
+    def first(self, stopping: Callable[[], bool] = _never) -> tuple[CacheEntry, str]:
+        """The version to start with and where it came from ("cache" or "registry"); raises
+        StartStopped when ``stopping`` says so while it waits for a promotion.
 
         The alias's last known version from the cache if there is one (fast restart), else the
         registry's. The first poll right after start-up corrects a stale cache.
@@ -362,7 +380,7 @@ class RegistrySource:
                     alias,
                 )
                 return self.cache.fetch(name, cached, lambda _: None), "cache"
-        return fetch_production(self.settings, self.cache, self.route), "registry"
+        return fetch_production(self.settings, self.cache, self.route, stopping), "registry"
 
     def current_version(self) -> str | None:
         """The alias's version now, within the poll's own short budget (raises if unreadable)."""

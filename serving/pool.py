@@ -147,6 +147,9 @@ class ScoringPool:
     sockets: list[Path]
     processes: list[Process] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+    # How its processes were started, to start one again (``replace``).
+    respawn: Callable[[Path, int], Process] | None = None
+    replaced: int = 0
 
     @classmethod
     def start(
@@ -170,10 +173,16 @@ class ScoringPool:
             run_dir, stamp, version, model_name
         )
         spawner = spawner or cold_spawner
-        for i, sock in enumerate(sockets):
+        engine = batch.engine
+
+        def respawn(sock: Path, i: int) -> Process:
             sock.unlink(missing_ok=True)
-            args = uvicorn_args(sock, version, batch.engine)
-            pool.processes.append(spawner(args, env, log_path, f"scoring-v{version}-{i}"))
+            args = uvicorn_args(sock, version, engine)
+            return spawner(args, env, log_path, f"scoring-v{version}-{i}")
+
+        pool.respawn = respawn
+        for i, sock in enumerate(sockets):
+            pool.processes.append(respawn(sock, i))
         logger.info("starting version %s in %d scoring processes", version, size)
         return pool
 
@@ -186,22 +195,61 @@ class ScoringPool:
         deadline = time.monotonic() + timeout_s
         example = example_request(self.model_path) or fallback_example
         for sock, process in zip(self.sockets, self.processes, strict=True):
-            while True:
-                if process.poll() is not None:
-                    raise PoolFailed(
-                        f"version {self.version}: scoring process exited with code "
-                        f"{process.returncode} while loading the model"
-                    )
-                try:
-                    if unix_http.request(str(sock), "GET", "/ping", timeout=5).status == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise PoolFailed(f"version {self.version}: not ready within {timeout_s:g}s")
-                time.sleep(0.1)
-            if example is not None:
-                self._check_prediction(sock, example)
+            self._wait_one(sock, process, deadline, timeout_s, example)
+
+    def _wait_one(
+        self, sock: Path, process: Process, deadline: float, timeout_s: float, example: bytes | None
+    ) -> None:
+        while True:
+            if process.poll() is not None:
+                raise PoolFailed(
+                    f"version {self.version}: scoring process exited with code "
+                    f"{process.returncode} while loading the model"
+                )
+            try:
+                if unix_http.request(str(sock), "GET", "/ping", timeout=5).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise PoolFailed(f"version {self.version}: not ready within {timeout_s:g}s")
+            time.sleep(0.1)
+        if example is not None:
+            self._check_prediction(sock, example)
+
+    def replace(self, index: int, timeout_s: float) -> None:
+        """Start process ``index`` again after it died, the others untouched: the new one loads
+        on a socket of its own and takes over the old one's path (an nginx slot, once adopted)
+        only when it answers /ping and the input example, as ``adopt`` does for a whole pool.
+        PoolFailed if it does not; it is then stopped, and ``dead`` reports it again."""
+        if self.respawn is None or not self.sockets:
+            raise PoolFailed(f"version {self.version}: this pool cannot start a process again")
+        self.replaced += 1
+        target = self.sockets[index]
+        fresh = target.with_name(f"v{self.version}-r{self.replaced}-{index}.sock")
+        process = self.respawn(fresh, index)
+        self.processes[index] = process
+        try:
+            self._wait_one(
+                fresh,
+                process,
+                time.monotonic() + timeout_s,
+                timeout_s,
+                example_request(self.model_path),
+            )
+        except PoolFailed:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            fresh.unlink(missing_ok=True)
+            raise
+        os.replace(fresh, target)
+        logger.info(
+            "version %s: scoring process %d replaced (pid %d)", self.version, index, process.pid
+        )
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
 
     def _check_prediction(self, sock: Path, example: bytes) -> None:
         try:

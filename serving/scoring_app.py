@@ -27,7 +27,7 @@ from mlflow.pyfunc import scoring_server
 from mlflow.version import VERSION
 
 from serving.batching import Answer, Batcher
-from serving.pool import MAX_ROWS_ENV, MAX_WAIT_ENV, BatchSettings
+from serving.settings import ScoringSettings
 
 logger = logging.getLogger(__name__)
 
@@ -149,22 +149,18 @@ async def respond(send: Send, answer: Answer, allow: bytes | None = None) -> Non
     await send({"type": "http.response.body", "body": answer.body})
 
 
-def _number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    return float(raw) if raw else default
-
-
 def create_app() -> ScoringApp:
     """What ``mlflow.pyfunc.scoring_server.app`` does at import: load the model the environment
     names, mark the process as serving; then the batching settings the pool passed."""
+    settings = ScoringSettings.from_env()  # first: a bad limit fails before the model loads
     model = scoring_server.load_model_with_mlflow_config(
         os.environ[scoring_server._SERVER_MODEL_PATH]
     )
     os.environ[_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name] = "true"
     app = ScoringApp(
         model,
-        max_rows=int(_number(MAX_ROWS_ENV, BatchSettings.max_rows)),
-        max_wait_s=_number(MAX_WAIT_ENV, BatchSettings.max_wait_ms) / 1000,
+        max_rows=settings.max_batch_rows,
+        max_wait_s=settings.max_batch_wait_ms / 1000,
         timeout_s=float(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get()),
     )
     freeze_heap()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import select
@@ -21,6 +20,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
+
+from serving.warm_messages import (
+    Failed,
+    Message,
+    ProtocolError,
+    Spawned,
+    SpawnRequest,
+    Warmed,
+    WarmRequest,
+    decode_reply,
+    encode,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -161,11 +172,13 @@ class WarmStart:
                     self._answer()
                     self.pending_warm -= 1
                 answer = self._ask(
-                    {"op": "spawn", "argv": argv, "env": env, "log": log and str(log), "name": name}
+                    SpawnRequest(argv=argv, env=env, log=str(log) if log else None, name=name)
                 )
-                if "pid" in answer:
-                    return AdoptedProcess(int(answer["pid"]))
-                raise WarmStartFailed(answer.get("error", "no pid"))
+                if isinstance(answer, Spawned):
+                    return AdoptedProcess(answer.pid)
+                if isinstance(answer, Failed):
+                    raise WarmStartFailed(answer.error)
+                raise ProtocolError(f"warm-start protocol: {answer!r} is no answer to a spawn")
             except (OSError, ValueError) as exc:
                 logger.warning("warm start failed (%s); starting this process cold", exc)
                 self.stop()
@@ -176,7 +189,7 @@ class WarmStart:
         if self.process is None or self.process.poll() is not None:
             return
         try:
-            self._send({"op": "warm", "model_path": str(model_path)})
+            self._send(WarmRequest(model_path=str(model_path)))
             self.pending_warm += 1
         except OSError:
             self.stop()
@@ -197,22 +210,22 @@ class WarmStart:
         if process.stdout:
             process.stdout.close()
 
-    def _ask(self, request: dict) -> dict:
+    def _ask(self, request: Message) -> Spawned | Warmed | Failed:
         self._send(request)
         return self._answer()
 
-    def _send(self, request: dict) -> None:
+    def _send(self, request: Message) -> None:
         stdin = self._pipe(self.process.stdin if self.process else None)
-        stdin.write((json.dumps(request) + "\n").encode())
+        stdin.write(encode(request))
         stdin.flush()
 
-    def _answer(self) -> dict:
+    def _answer(self) -> Spawned | Warmed | Failed:
         stdout = self._pipe(self.process.stdout if self.process else None)
         ready, _, _ = select.select([stdout], [], [], self.reply_timeout_s)
         line = stdout.readline() if ready else b""
         if not line:
             raise WarmStartFailed("no answer from the warm interpreter")
-        return json.loads(line)
+        return decode_reply(line)
 
     @staticmethod
     def _pipe(pipe: IO[bytes] | None) -> IO[bytes]:

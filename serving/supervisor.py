@@ -6,6 +6,10 @@ fetched through the cache, started in a fresh pool of scoring processes, checked
 and a real prediction of its input example, and only then does nginx send it traffic; the old
 pool is retired once nginx's old workers have finished their requests. A version that fails to
 load or predict is never switched to: the old one keeps serving and ``/health`` says why.
+
+Its children are kept as gunicorn's arbiter keeps its workers (``serving/children.py``): signal
+handlers only record, the loop acts; a dead scoring process is replaced alone, with a backoff
+that ends in ``unhealthy`` (``serving/restarts.py``); every other exited child is reaped.
 """
 
 from __future__ import annotations
@@ -17,16 +21,17 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Iterable, Sized
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
 from serving.cache import CacheEntry, ModelCache
+from serving.children import STOP_SIGNALS, SignalQueue, reap_strays
 from serving.front import Front, FrontConfig
 from serving.metrics import ServingMetrics
-from serving.model_source import RegistrySource
+from serving.model_source import RegistrySource, StartStopped
 from serving.pool import (
     BatchSettings,
     PoolFailed,
@@ -34,6 +39,7 @@ from serving.pool import (
     example_request,
     interpreter_env,
 )
+from serving.restarts import RestartBackoff
 from serving.settings import ServingSettings
 from serving.spawn import WarmStart
 from stack_common.errors import describe_mlflow_error, one_line, refused_status
@@ -78,6 +84,10 @@ class Pool(Protocol):
 
     def adopt(self, slots: list[Path]) -> None: ...
 
+    def replace(self, index: int, timeout_s: float) -> None: ...
+
+    def pids(self) -> list[int]: ...
+
     def release(self) -> None: ...
 
     def dead(self) -> list[int]: ...
@@ -91,7 +101,7 @@ PoolFactory = Callable[[CacheEntry], Pool]
 class ModelSource(Protocol):
     """The alias and the files of its versions (see serving.model_source.RegistrySource)."""
 
-    def first(self) -> tuple[CacheEntry, str]: ...
+    def first(self, stopping: Callable[[], bool] = ...) -> tuple[CacheEntry, str]: ...
 
     def current_version(self) -> str | None: ...
 
@@ -144,6 +154,9 @@ class Supervisor:
         run_dir: Path,
         cleanup: Callable[[], None] | None = None,
         on_serving: Callable[[Pool], None] | None = None,
+        signals: SignalQueue | None = None,
+        nap: Callable[[float], None] | None = None,
+        other_children: Callable[[], Iterable[int]] = lambda: (),
     ) -> None:
         self.settings = settings
         self.front = front
@@ -160,6 +173,17 @@ class Supervisor:
         self.failed: dict[str, str] = {}  # versions never to switch to, with the reason
         self.degraded: dict[str, str] = {}  # dependency -> what is wrong
         self.stopping = False
+        # Signals are recorded by their handlers and acted on by the loop; ``nap`` is how the
+        # loop sleeps (the signal queue's wake-up pipe in production, the fake clock in tests).
+        self.signals = signals or SignalQueue()
+        self.nap = nap or clock.sleep
+        self.other_children = other_children  # our children not in a pool (warm interpreter)
+        self.restarts = RestartBackoff(
+            settings.restart_backoff_s,
+            settings.restart_backoff_max_s,
+            settings.restart_max_failures,
+        )
+        self.unhealthy: str | None = None  # why the supervisor gave up restarting
 
     # -- metrics (serving/metrics.py; the hooks below are one line each) ---------------------
 
@@ -171,27 +195,44 @@ class Supervisor:
 
     def run(self) -> None:
         """Serve until SIGTERM or SIGINT (the process's main thread)."""
-        self._handle_signals()
-        self.serve()
+        self.signals.install()
+        try:
+            self.serve()
+        finally:
+            self.signals.uninstall()
 
     def serve(self) -> None:
         try:
             self.metrics.serve()
             self.start()
-            while not self.stopping:
+            while not self.stop_requested():
                 self.tick()
                 self._sleep(self.settings.poll_s)
-        except KeyboardInterrupt:
-            logger.info("stopping")
         finally:
+            logger.info("stopping")
             self.shutdown()
 
     def start(self) -> None:
-        """The first version: loaded and checked, then nginx starts sending it traffic."""
-        entry, self.source = self.models.first()
+        """The first version: loaded and checked, then nginx starts sending it traffic.
+
+        A stop signal is looked at between the steps (a download or a load in progress
+        finishes first, within its own timeout)."""
+        try:
+            entry, self.source = self.models.first(self.stop_requested)
+        except StartStopped:
+            return
+        if self.stop_requested():
+            return
         self.metrics.fetched(entry)
         pool = self.start_pool(entry)
-        pool.wait_ready(self.settings.load_timeout_s)
+        try:
+            pool.wait_ready(self.settings.load_timeout_s)
+        except BaseException:
+            pool.stop()
+            raise
+        if self.stop_requested():
+            pool.stop()
+            return
         pool.adopt(self.front.slots)
         self.front.start()
         self._activate(pool)
@@ -205,10 +246,18 @@ class Supervisor:
         )
 
     def request_stop(self) -> None:
-        """Leave the loop after the current tick (a signal handler's part)."""
-        if self.active is None:  # still starting: unwind at once
-            raise KeyboardInterrupt
+        """Leave the loop after the current tick (what SIGTERM and SIGINT lead to)."""
         self.stopping = True
+
+    def stop_requested(self) -> bool:
+        """Act on the signals received since the last look; True once asked to stop."""
+        for signum in self.signals.pop():
+            if signum in STOP_SIGNALS:
+                logger.info("%s received", signal.Signals(signum).name)
+                self.request_stop()
+            elif signum == signal.SIGCHLD and self.active is not None and not self.stopping:
+                self.check_children()
+        return self.stopping
 
     def shutdown(self) -> None:
         self.front.stop()
@@ -219,17 +268,10 @@ class Supervisor:
         if self.cleanup is not None:
             self.cleanup()
 
-    def _handle_signals(self) -> None:
-        def stop(signum: int, frame: object) -> None:
-            self.request_stop()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-
     def _sleep(self, seconds: float) -> None:
         deadline = self.clock.monotonic() + seconds
-        while not self.stopping and self.clock.monotonic() < deadline:
-            self.clock.sleep(min(0.2, seconds))
+        while not self.stop_requested() and (left := deadline - self.clock.monotonic()) > 0:
+            self.nap(left)
 
     def _activate(self, pool: Pool) -> None:
         new = self.active is None or self.active.version != pool.version
@@ -245,15 +287,7 @@ class Supervisor:
 
     def tick(self) -> None:
         assert self.active is not None
-        if not self.front.alive():
-            logger.error("nginx exited (code %s); starting it again", self.front.returncode())
-            self.metrics.restarted("nginx")
-            self.front.start()
-        if self.active.dead():
-            logger.error("a scoring process of version %s died; restarting", self.active.version)
-            self.metrics.restarted("scoring")
-            self._switch(self.active.version, restart=True)
-            return
+        self.check_children()
         try:
             version = self.models.current_version()
         except Exception as exc:  # registry down or answering errors: keep serving
@@ -271,17 +305,80 @@ class Supervisor:
         if version != self.active.version and version not in self.failed:
             self._switch(version)
 
-    def _switch(self, version: str, restart: bool = False) -> None:
+    # -- children: nginx, the scoring processes, strays -----------------------------------
+
+    def check_children(self) -> None:
+        """Start nginx again if it exited, replace each dead scoring process, reap the rest."""
+        assert self.active is not None
+        if not self.front.alive():
+            logger.error("nginx exited (code %s); starting it again", self.front.returncode())
+            self.metrics.restarted("nginx")
+            self.front.start()
+        dead = self.active.dead()
+        if dead:
+            self._replace(dead)
+        reap_strays(self._owned_pids())
+
+    def _owned_pids(self) -> set[int]:
+        owned = set(self.other_children())
+        if self.active is not None:
+            owned.update(self.active.pids())
+        return owned
+
+    def _replace(self, dead: list[int]) -> None:
+        """Only the dead processes are started again; repeated failures back off, doubling
+        up to SERVING_RESTART_BACKOFF_MAX_SECONDS, and after SERVING_RESTART_MAX_FAILURES in a
+        row the supervisor gives up: /health says unhealthy, and no poll retries it."""
+        assert self.active is not None
+        if not self.restarts.may_try(self.clock.monotonic()):
+            return
+        version = self.active.version
+        for index in dead:
+            logger.error("scoring process %d of version %s died; replacing it", index, version)
+            self.metrics.restarted("scoring")
+            try:
+                self.active.replace(index, self.settings.load_timeout_s)
+            except PoolFailed as exc:
+                self._restart_failed(exc)
+                return
+        if self.restarts.succeeded():
+            self._recover("scoring")
+
+    def _restart_failed(self, exc: PoolFailed) -> None:
+        delay = self.restarts.failed(self.clock.monotonic())
+        failures, limit = self.restarts.failures, self.restarts.max_failures
+        if delay is None:
+            self.unhealthy = (
+                f"scoring processes of version {self.active.version if self.active else '?'} "
+                f"failed to restart {failures} times in a row ({exc}); no more restarts: "
+                "fix the cause, then promote a version or restart the container"
+            )
+            logger.error("unhealthy: %s", self.unhealthy)
+            self.degraded.pop("scoring", None)
+            self._write_status()
+            return
+        self._degrade(
+            "scoring",
+            f"restart {failures} of {limit} failed ({exc}); next attempt in {delay:g}s",
+        )
+
+    def _reset_restarts(self) -> None:
+        self.restarts.reset()
+        self.unhealthy = None
+        self.degraded.pop("scoring", None)
+
+    # -- switching versions -----------------------------------------------------------------
+
+    def _switch(self, version: str) -> None:
         assert self.active is not None
         started = self.clock.monotonic()
-        if not restart:
-            logger.info(
-                "%s@%s moved to version %s (serving %s); preparing it",
-                self.settings.model_name,
-                self.settings.alias,
-                version,
-                self.active.version,
-            )
+        logger.info(
+            "%s@%s moved to version %s (serving %s); preparing it",
+            self.settings.model_name,
+            self.settings.alias,
+            version,
+            self.active.version,
+        )
         try:
             entry = self.models.fetch(version)
         except Exception as exc:
@@ -307,6 +404,7 @@ class Supervisor:
         pool.adopt(self.front.slots)  # the switch: new connections now reach the new pool
         old.release()
         self.source = "registry"
+        self._reset_restarts()  # a fresh pool: its processes start with a clean slate
         self._activate(pool)
         self.clock.sleep(DRAIN_S)  # connections made just before the switch are accepted and read
         old.stop(timeout_s=self.settings.request_timeout_s + 5)  # lets requests in flight end
@@ -345,12 +443,14 @@ class Supervisor:
             "previous_version": self.previous_version,
             "scoring_processes": len(self.active.processes),
         }
+        status = "degraded" if self.degraded or self.failed else "ok"
         health = {
-            "status": "degraded" if self.degraded or self.failed else "ok",
+            "status": "unhealthy" if self.unhealthy else status,
             "model_version": version,
             "alias": self.settings.alias,
             "degraded": self.degraded,
             "rejected_versions": self.failed,
+            "unhealthy": self.unhealthy,
         }
         _write_json(self.run_dir / "served.json", served)
         _write_json(self.run_dir / "health.json", health)
@@ -406,12 +506,18 @@ def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor
             spawner=warm.spawn if warm is not None else None,
         )
 
+    def other_children() -> list[int]:
+        """nginx and the warm interpreter: their Popen objects reap them, with exit codes."""
+        helper = warm.process if warm is not None else None
+        return [p.pid for p in (front.process, helper) if p is not None]
+
     def cleanup() -> None:
         if warm is not None:
             warm.stop()
         if settings.run_dir is None:
             shutil.rmtree(run_dir, ignore_errors=True)
 
+    signals = SignalQueue()
     return Supervisor(
         settings,
         front=front,
@@ -421,4 +527,7 @@ def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor
         run_dir=run_dir,
         cleanup=cleanup,
         on_serving=(lambda pool: warm.warm(pool.model_path)) if warm is not None else None,
+        signals=signals,
+        nap=signals.wait,
+        other_children=other_children,
     )

@@ -14,27 +14,37 @@ supervisor is a child subreaper, see ``serving/spawn.py``): the supervisor waits
 its exit code and signals it like any process it started, and a crash of this interpreter takes
 no scoring process down with it.
 
-Protocol: one JSON object per line on stdin, one JSON answer per line on the original stdout
-(which nothing else writes to: stray prints go to stderr)::
+Protocol (typed in ``serving/warm_messages.py``): one request per line on stdin, one reply
+per line on the original stdout (which nothing else writes to: stray prints go to stderr)::
 
-    {"op": "spawn", "argv": [uvicorn's arguments], "env": {...}, "log": path | null, "name": str}
-        -> {"pid": 1234}
-    {"op": "warm", "model_path": "/cache/m/3"} -> {"seconds": 0.8} | {"error": "..."}
+    SpawnRequest(argv, env, log, name) -> Spawned(pid) | Failed(error)
+    WarmRequest(model_path)             -> Warmed(seconds) | Failed(error)
+    a malformed line                    -> Failed(error naming the line)
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 import os
 import sys
 import time
 import traceback
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterable
+from typing import IO, NoReturn
 
 from serving.spawn import die_with_parent, prctl
+from serving.warm_messages import (
+    Failed,
+    ProtocolError,
+    Spawned,
+    SpawnRequest,
+    Warmed,
+    WarmRequest,
+    decode_request,
+    encode,
+)
 
 logger = logging.getLogger("serving.warm_start")
 
@@ -84,7 +94,7 @@ def _freeze() -> None:
     gc.freeze()
 
 
-def warm(model_path: str) -> dict[str, Any]:
+def warm(model_path: str) -> Warmed | Failed:
     """Load a model and drop it: its flavour's imports stay in this interpreter."""
     began = time.monotonic()
     try:
@@ -93,13 +103,13 @@ def warm(model_path: str) -> dict[str, Any]:
         model = scoring_server.load_model_with_mlflow_config(model_path)
         del model
     except Exception as exc:  # the version's own scoring processes report it properly
-        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        return Failed(error=f"{type(exc).__name__}: {exc}"[:300])
     finally:
         _freeze()
-    return {"seconds": round(time.monotonic() - began, 3)}
+    return Warmed(seconds=round(time.monotonic() - began, 3))
 
 
-def spawn(request: dict[str, Any], supervisor: int, stdout_fd: int, reply_fd: int) -> int:
+def spawn(request: SpawnRequest, supervisor: int, stdout_fd: int, reply_fd: int) -> int:
     """Fork a scoring process that the supervisor adopts; its pid."""
     read_end, write_end = os.pipe()
     intermediate = os.fork()
@@ -126,7 +136,7 @@ def spawn(request: dict[str, Any], supervisor: int, stdout_fd: int, reply_fd: in
 
 
 def _run_scoring(
-    request: dict[str, Any], supervisor: int, intermediate: int, stdout_fd: int, reply_fd: int
+    request: SpawnRequest, supervisor: int, intermediate: int, stdout_fd: int, reply_fd: int
 ) -> NoReturn:
     """In the forked scoring process: become what ``python -m uvicorn <argv>`` would be."""
     code = 1
@@ -137,13 +147,13 @@ def _run_scoring(
         die_with_parent()
         if os.getppid() != supervisor:  # the supervisor is gone, or did not adopt us
             os._exit(1)
-        _set_name(str(request.get("name", "scoring")))
-        _redirect(request.get("log"), stdout_fd, reply_fd)
+        _set_name(request.name)
+        _redirect(request.log, stdout_fd, reply_fd)
         os.environ.clear()
-        os.environ.update(request["env"])
+        os.environ.update(request.env)
         from uvicorn.main import main as uvicorn_main
 
-        uvicorn_main.main(args=request["argv"], prog_name="uvicorn", standalone_mode=True)
+        uvicorn_main.main(args=request.argv, prog_name="uvicorn", standalone_mode=True)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -177,19 +187,40 @@ def serve(supervisor: int) -> None:
     stdout_fd = os.dup(1)  # the scoring processes' stdout
     reply_fd = os.dup(1)  # answers; nothing else may write there
     os.dup2(2, 1)  # a stray print from an import goes to stderr, not into the protocol
-    replies = os.fdopen(reply_fd, "w", buffering=1, closefd=False)
+    replies = os.fdopen(reply_fd, "wb", buffering=0, closefd=False)
     logger.info("warm start: ready in %.2fs", preload())
-    for line in sys.stdin:
-        request = json.loads(line)
-        if request.get("op") == "warm":
-            answer = warm(request["model_path"])
-            logger.info("warm start: %s warmed %s", request["model_path"], answer)
+
+    def do_spawn(request: SpawnRequest) -> int:
+        return spawn(request, supervisor, stdout_fd, reply_fd)
+
+    answer_requests(sys.stdin.buffer, replies, do_spawn, warm)
+
+
+def answer_requests(
+    requests: Iterable[bytes],
+    replies: IO[bytes],
+    do_spawn: Callable[[SpawnRequest], int],
+    do_warm: Callable[[str], Warmed | Failed],
+) -> None:
+    """One reply per request line until ``requests`` ends (the supervisor closed the pipe);
+    a malformed line is answered with Failed, and the next line is read as usual."""
+    for line in requests:
+        answer: Spawned | Warmed | Failed
+        try:
+            request = decode_request(line)
+        except ProtocolError as exc:
+            logger.error("%s", exc)
+            answer = Failed(error=str(exc))
         else:
-            try:
-                answer = {"pid": spawn(request, supervisor, stdout_fd, reply_fd)}
-            except OSError as exc:
-                answer = {"error": str(exc)}
-        replies.write(json.dumps(answer) + "\n")
+            if isinstance(request, WarmRequest):
+                answer = do_warm(request.model_path)
+                logger.info("warm start: %s warmed %s", request.model_path, answer)
+            else:
+                try:
+                    answer = Spawned(pid=do_spawn(request))
+                except OSError as exc:
+                    answer = Failed(error=str(exc))
+        replies.write(encode(answer))
 
 
 def main() -> None:

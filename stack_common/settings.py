@@ -90,8 +90,12 @@ class _Environment(PydanticBaseSettingsSource):
 class StackSettings(BaseSettings):
     """One service's settings; build them with :meth:`from_env`."""
 
+    # No env_ignore_empty: the stack's own source (_Environment) replaces pydantic's, and it
+    # is what treats an empty variable as unset.
+    # A field's description is the docstring under it (tests/unit/test_env_example.py checks
+    # every field has one).
     model_config = SettingsConfigDict(
-        env_ignore_empty=True, extra="ignore", frozen=True, validate_by_name=True
+        extra="ignore", frozen=True, validate_by_name=True, use_attribute_docstrings=True
     )
 
     @classmethod
@@ -134,6 +138,7 @@ class DataDirSettings(StackSettings):
     """The one folder that holds the local stack's state (database, artifacts, caches, logs)."""
 
     stack_data_dir: ResolvedPath = env("STACK_DATA_DIR", Path(".stack"))
+    """The folder of the local stack's state: database, artifacts, caches, logs."""
 
     @property
     def data_dir(self) -> Path:
@@ -144,9 +149,12 @@ class ClientSettings(DataDirSettings):
     """What every client of the tracking server reads (trainer, promotion, serving, users job)."""
 
     tracking_uri: str = env("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    """The tracking server's URL."""
     model_name: str = env("MODEL_NAME", DEFAULT_MODEL_NAME)
+    """The registered model trained, promoted and served."""
     # How long a client waits for the tracking server before failing with one clear line.
     server_wait_s: float = env("SERVER_WAIT_SECONDS", 30.0, ge=0)
+    """Seconds a client waits for the tracking server before failing."""
 
 
 _PROBLEMS = {

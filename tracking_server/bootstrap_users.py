@@ -72,16 +72,27 @@ class UsersSettings(ClientSettings):
     (``STACK_<ROLE>_USERNAME`` / ``STACK_<ROLE>_PASSWORD``)."""
 
     experiment_name: str = env("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT_NAME)
+    """The experiment the trainer is granted."""
     admin_username: str = env("MLFLOW_AUTH_ADMIN_USERNAME", DEFAULT_ADMIN_USERNAME)
+    """The admin the job logs in as."""
     admin_password: SecretStr | None = env("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+    """The admin's password."""
     trainer_username: str = env("STACK_TRAINER_USERNAME", "trainer")
+    """The training user to create."""
     trainer_password: SecretStr | None = env("STACK_TRAINER_PASSWORD", None)
+    """Its password (unset: not created)."""
     promoter_username: str = env("STACK_PROMOTER_USERNAME", "promoter")
+    """The promotion user to create."""
     promoter_password: SecretStr | None = env("STACK_PROMOTER_PASSWORD", None)
+    """Its password (unset: not created)."""
     serving_username: str = env("STACK_SERVING_USERNAME", "serving")
+    """The read-only serving user to create."""
     serving_password: SecretStr | None = env("STACK_SERVING_PASSWORD", None)
+    """Its password (unset: not created)."""
     metrics_username: str = env("STACK_METRICS_USERNAME", "metrics")
+    """The user Prometheus scrapes /metrics as."""
     metrics_password: SecretStr | None = env("STACK_METRICS_PASSWORD", None)
+    """Its password (unset: not created)."""
 
     def accounts(self) -> list[Account]:
         """The users to create: every role whose ``STACK_<ROLE>_PASSWORD`` is set."""

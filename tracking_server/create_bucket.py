@@ -44,15 +44,22 @@ class BucketSettings(StackSettings):
     """The bucket job's configuration: the tracking server's destination and store settings."""
 
     destination: str = env("MLFLOW_ARTIFACTS_DESTINATION", "")
+    """The bucket URI to create (MLflow's artifacts destination)."""
     # How long network errors are retried (the store may still be starting).
     wait_s: float = env("BUCKET_WAIT_SECONDS", 30.0, ge=0)
+    """Seconds network errors are retried while the store starts."""
     # S3: MinIO or another S3-compatible store (unset: AWS S3), and the region of a new bucket.
     s3_endpoint_url: str = env("MLFLOW_S3_ENDPOINT_URL", "")
+    """An S3-compatible store's endpoint (unset: AWS S3)."""
     aws_default_region: str = env("AWS_DEFAULT_REGION", "")
+    """The region of a new S3 bucket."""
     aws_region: str = env("AWS_REGION", "")
+    """The region of a new S3 bucket (boto3's newer name)."""
     # GCS: the project and location of a new bucket.
     google_cloud_project: str = env("GOOGLE_CLOUD_PROJECT", "")
+    """The GCP project of a new GCS bucket."""
     gcs_bucket_location: str = env("GCS_BUCKET_LOCATION", "")
+    """The location of a new GCS bucket."""
 
     @property
     def region(self) -> str:

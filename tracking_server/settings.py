@@ -53,14 +53,18 @@ class StoreSettings(DataDirSettings):
     same stores (backup/settings.py)."""
 
     backend_store_uri: str = env("MLFLOW_BACKEND_STORE_URI", default_factory=_sqlite_in_data_dir)
+    """The database of runs and models (SQLAlchemy URI)."""
     artifacts_destination: str = env(
         "MLFLOW_ARTIFACTS_DESTINATION", default_factory=_artifacts_in_data_dir
     )
+    """Where the server stores artifacts (folder, s3:// or gs:// URI)."""
     # Users and permissions (basic auth); default: beside the backend store (auth.py).
     auth_database_uri_setting: str | None = env("MLFLOW_AUTH_DATABASE_URI", None)
+    """The users and permissions database; unset: beside the backend store."""
     # S3-compatible stores (MinIO): the endpoint, with its scheme. MLflow's S3 client reads it
     # from the environment itself; only checked here.
     s3_endpoint_url: str | None = env("MLFLOW_S3_ENDPOINT_URL", None)
+    """An S3-compatible store's endpoint, with its scheme (MinIO)."""
 
     @property
     def auth_database_uri(self) -> str:
@@ -88,9 +92,11 @@ class ProtectionSettings(StackSettings):
     protected_aliases: frozenset[str] = env(
         "MLFLOW_PROTECTED_ALIASES", frozenset(DEFAULT_PROTECTED_ALIASES)
     )
+    """Aliases only admins and promoters may move (comma list, case-insensitive)."""
     # The user Prometheus logs in as (create-users makes it with STACK_METRICS_PASSWORD): it may
     # GET /metrics and nothing else. Unset: nobody but admins reads /metrics.
     metrics_username: str | None = env("STACK_METRICS_USERNAME", None)
+    """The user Prometheus logs in as: it may GET /metrics and nothing else."""
 
     @field_validator("protected_aliases", mode="before")
     @classmethod
@@ -107,46 +113,69 @@ class ServerSettings(StoreSettings, ProtectionSettings):
 
     # Proxy artifacts through the server (clients need no bucket credentials); false = direct.
     serve_artifacts: bool = env("MLFLOW_SERVE_ARTIFACTS", True)
+    """Proxy artifacts through the server, so clients need no bucket credentials."""
     host: str = env("MLFLOW_HOST", "127.0.0.1")
+    """The address the tracking server listens on."""
     port: int = env("MLFLOW_PORT", DEFAULT_TRACKING_PORT, ge=1)
+    """The port the tracking server listens on."""
     workers: int = env("MLFLOW_WORKERS", 2, ge=1)
+    """Server worker processes."""
     # Host headers the server accepts (MLflow 3.5+), and origins allowed by CORS.
     allowed_hosts: str = env("MLFLOW_SERVER_ALLOWED_HOSTS", "")
+    """Host headers the server accepts (MLflow 3.5+), comma-separated."""
     cors_allowed_origins: str = env("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", "")
+    """Origins allowed by CORS, comma-separated."""
     # How long to wait for the backend database (and, without migrating, for its schema).
     backend_wait_s: int = env("BACKEND_WAIT_SECONDS", 60, ge=0)
+    """Seconds to wait for the backend database (and for its schema, without migrating)."""
     job_execution: bool = env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", False)
+    """MLflow's server-side job execution (off by default)."""
     # How long the launcher waits for the artifact bucket to answer (0 = do not check).
     artifacts_wait_s: int = env("ARTIFACTS_WAIT_SECONDS", 30, ge=0)
+    """Seconds the launcher waits for the artifact bucket to answer (0: no check)."""
     # False: never migrate, wait (up to backend_wait_s) for a migration job to bring the schema
     # to head. True: migrate under a PostgreSQL advisory lock (replicas migrate once).
     migrate_on_start: bool = env("MLFLOW_MIGRATE_ON_START", True)
+    """Migrate the database schema at start, under a lock; false: wait for a migration job."""
     # The worker layout: uvicorn's options, or gunicorn's when MLFLOW_GUNICORN_OPTS is set
     # (MLflow's Flask app only: no --allowed-hosts, no FastAPI routes).
     uvicorn_opts: str = env("MLFLOW_UVICORN_OPTS", DEFAULT_UVICORN_OPTS)
+    """uvicorn's options for the server's workers."""
     gunicorn_opts: str = env("MLFLOW_GUNICORN_OPTS", "")
+    """gunicorn's options; set: MLflow's Flask app under gunicorn instead of uvicorn."""
     # MLflow's Prometheus exporter (--expose-prometheus): GET /metrics of this server process,
     # its workers' counts shared through prometheus_dir (None: a fresh temporary folder).
     prometheus: bool = env("MLFLOW_PROMETHEUS", True)
+    """MLflow's Prometheus exporter: GET /metrics of the server."""
     prometheus_dir: Path | None = env("MLFLOW_PROMETHEUS_DIR", None)
+    """Where the workers share their metrics (unset: a fresh folder)."""
     # GCS emulator (tests, local development): a URL; google-cloud-storage reads it itself.
     storage_emulator_host: str | None = env("STORAGE_EMULATOR_HOST", None)
+    """A GCS emulator's URL (tests, local development)."""
     # --app-name as given; MLFLOW_AUTH=true (or basic-auth) runs the stack's auth app instead.
     app_name_setting: str = env("MLFLOW_APP_NAME", "")
+    """MLflow's --app-name, as given."""
     auth_on: bool = env("MLFLOW_AUTH", False)
+    """Basic auth: the stack's auth app (tracking_server/auth.py)."""
     # MLflow's workspaces: with auth, only users granted a workspace may create experiments
     # and models in it (docs/security.md). Unset: on exactly when auth is.
     workspaces_setting: bool | None = env("MLFLOW_ENABLE_WORKSPACES", None)
+    """MLflow's workspaces; unset: on exactly when auth is on."""
     # Basic auth (tracking_server/auth.py). The secrets reach MLflow through the environment;
     # they are read here only to refuse a start without them.
     auth_admin_username: str = env("MLFLOW_AUTH_ADMIN_USERNAME", DEFAULT_ADMIN_USERNAME)
+    """The admin user basic auth creates."""
     auth_admin_password: SecretStr | None = env("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+    """The admin's password; required with auth."""
     flask_secret_key: SecretStr | None = env("MLFLOW_FLASK_SERVER_SECRET_KEY", None)
+    """Flask's secret key (CSRF); required with auth."""
     auth_default_permission: str = env("MLFLOW_AUTH_DEFAULT_PERMISSION", "NO_PERMISSIONS")
+    """What a user may do on resources nobody granted them."""
     # How long a worker trusts a password it has checked (MLflow's credential cache).
     auth_cache_ttl_seconds: int = env(
         "MLFLOW_AUTH_CACHE_TTL_SECONDS", DEFAULT_CACHE_TTL_SECONDS, ge=0
     )
+    """Seconds a worker trusts a password it has checked."""
 
     @property
     def app_name(self) -> str:

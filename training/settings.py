@@ -14,10 +14,14 @@ class TrainingSettings(ClientSettings):
     """``stack-train``: what it trains on and where the run and the version go."""
 
     experiment_name: str = env("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT_NAME)
+    """The experiment runs are logged to."""
     data_path: Path = env("TRAINING_DATA", DEFAULT_DATA)
+    """The training data (CSV)."""
     # Share of the rows held out to measure the model (the promotion gate's metric).
     test_size: float = env("TRAINING_TEST_SIZE", 0.2)
+    """Share of the rows held out to measure the model."""
     seed: int = env("TRAINING_SEED", 42)
+    """The random seed of the split and the model."""
 
     @property
     def journal_path(self) -> Path:

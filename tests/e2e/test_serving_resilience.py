@@ -11,7 +11,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from tests.conftest import ServiceFactory
+from tests.conftest import Service, ServiceFactory
 from tests.helpers import LoadGenerator, processes, run_cli, train_and_promote, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -83,14 +83,28 @@ def test_tracking_server_outage_degrades_health_but_not_answers(
 
 
 def test_nginx_or_a_scoring_process_dying_is_repaired(
-    services: ServiceFactory, unique_name: str
+    services: ServiceFactory, unique_name: str, tmp_path: Path
 ) -> None:
+    """nginx and a dead scoring process are restarted (only the dead one); when the restarts
+    keep failing they back off and end in an unhealthy /health, the live process serving."""
     import os
     import signal
 
     tracking = services.tracking()
     train_and_promote(tracking.url, unique_name)
-    serving = services.serving(tracking.url, unique_name, env={"SERVING_POLL_SECONDS": "0.5"})
+    cache = tmp_path / "model-cache"
+    serving = services.serving(
+        tracking.url,
+        unique_name,
+        env={
+            "SERVING_POLL_SECONDS": "0.5",
+            "SERVING_WORKERS": "2",
+            "SERVING_CACHE_DIR": str(cache),
+            "SERVING_RESTART_BACKOFF_SECONDS": "0.2",
+            "SERVING_RESTART_BACKOFF_MAX_SECONDS": "0.4",
+            "SERVING_RESTART_MAX_FAILURES": "3",
+        },
+    )
 
     def children(pattern: str) -> list[int]:
         return [
@@ -112,12 +126,29 @@ def test_nginx_or_a_scoring_process_dying_is_repaired(
             len(children("scoring-v1-")) == len(scoring)
             and scoring[0] not in children("scoring-v1-")
         ),
-        what="the scoring pool restarted",
+        what="the dead scoring process replaced",
     )
+    assert set(scoring[1:]) <= set(children("scoring-v1-")), "the live processes were restarted"
     response = wait_for(
         lambda: _answer(serving.url), what="serving to answer again after the repairs"
     )
     assert response.headers["X-Model-Version"] == "1"
+
+    # The model's files go missing: a restart cannot load it. The supervisor backs off, gives
+    # up after 3 failures, and says so; the live process goes on answering.
+    [model_file] = cache.rglob("MLmodel")
+    model_file.rename(model_file.with_name("MLmodel.away"))
+    live = children("scoring-v1-")
+    os.kill(live[0], signal.SIGKILL)
+    unhealthy = wait_for(
+        lambda: health(serving.url)["status"] == "unhealthy" and health(serving.url),
+        what="/health to say unhealthy",
+    )
+    assert "failed to restart 3 times" in unhealthy["unhealthy"], unhealthy
+    assert children("scoring-v1-") == live[1:]
+    assert "serving_unhealthy 1.0" in requests.get(f"{serving.url}/metrics", timeout=5).text
+    for _ in range(5):
+        assert _answer(serving.url) is not None
 
 
 def _answer(url: str) -> requests.Response | None:
@@ -126,3 +157,26 @@ def _answer(url: str) -> requests.Response | None:
     except requests.RequestException:
         return None
     return response if response.status_code == 200 else None
+
+
+def test_sigterm_while_waiting_for_a_first_promotion_stops_at_once(
+    services: ServiceFactory, shared_tracking_server: Service, unique_name: str
+) -> None:
+    """Signal handlers only record the signal now; the wait for a first promotion (a day in
+    Compose) still ends at once on SIGTERM, cleanly, with exit code 0."""
+    import signal
+
+    serving = services.serving(
+        shared_tracking_server.url,
+        unique_name,
+        env={"SERVING_ALIAS_WAIT_SECONDS": "600"},
+        wait=False,
+    )
+    wait_for(
+        lambda: "waiting for a production version" in serving.log_path.read_text(),
+        what="serving to wait for a promotion",
+    )
+    began = time.monotonic()
+    serving.process.send_signal(signal.SIGTERM)
+    assert serving.process.wait(timeout=10) == 0
+    assert time.monotonic() - began < 3, "the stop waited for something"

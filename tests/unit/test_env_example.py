@@ -11,7 +11,7 @@ import pytest
 from backup.settings import BackupSettings
 from local_stack.settings import LocalStackSettings
 from promotion.settings import PromotionSettings
-from serving.settings import ServingSettings
+from serving.settings import ScoringSettings, ServingSettings
 from stack_common.settings import StackSettings
 from tracking_server.bootstrap_users import UsersSettings
 from tracking_server.cleanup import CleanupSettings
@@ -26,6 +26,7 @@ SETTINGS_CLASSES: list[type[StackSettings]] = [
     BucketSettings,
     UsersSettings,
     ServingSettings,
+    ScoringSettings,
     TrainingSettings,
     PromotionSettings,
     BackupSettings,
@@ -103,3 +104,13 @@ def test_every_env_example_entry_is_read_by_a_service() -> None:
 def test_the_list_of_other_variables_holds_no_setting_and_nothing_stale() -> None:
     assert not NOT_SETTINGS & set(read_by_settings())
     assert documented() >= NOT_SETTINGS
+
+
+@pytest.mark.parametrize("cls", SETTINGS_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_setting_has_a_description(cls: type[StackSettings]) -> None:
+    """The docstring under each field (or ``description=``): what the variable is for, for
+    whoever reads the class rather than .env.example."""
+    bare = sorted(
+        alias for name, alias in cls.env_names().items() if not cls.model_fields[name].description
+    )
+    assert not bare, f"{cls.__name__}: give {bare} a docstring under the field"

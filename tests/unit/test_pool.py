@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow.pyfunc import scoring_server
 
 from serving.pool import (
@@ -14,6 +15,8 @@ from serving.pool import (
     scoring_command,
     scoring_env,
 )
+from serving.settings import ScoringSettings
+from stack_common.errors import ConfigError
 
 
 def test_same_app_and_environment_as_mlflow_models_serve(tmp_path: Path) -> None:
@@ -40,3 +43,15 @@ def test_the_batching_engine_runs_in_the_same_uvicorn_with_its_limits(tmp_path: 
     assert cmd[cmd.index("--http") + 1] == "httptools"
     env = scoring_env(tmp_path, 60, BatchSettings("batching", 8, 1.5))
     assert env["SERVING_MAX_BATCH_ROWS"] == "8" and env["SERVING_MAX_BATCH_WAIT_MS"] == "1.5"
+
+
+def test_a_scoring_process_reads_the_limits_its_pool_passed_through_its_settings(
+    tmp_path: Path,
+) -> None:
+    env = scoring_env(tmp_path, 60, BatchSettings("batching", 8, 1.5))
+    settings = ScoringSettings.from_env(env)
+    assert (settings.max_batch_rows, settings.max_batch_wait_ms) == (8, 1.5)
+    defaults = ScoringSettings.from_env({"SERVING_MAX_BATCH_ROWS": " "})  # empty means unset
+    assert defaults.max_batch_rows == BatchSettings().max_rows
+    with pytest.raises(ConfigError, match=r"^SERVING_MAX_BATCH_WAIT_MS='soon' is not a number"):
+        ScoringSettings.from_env({"SERVING_MAX_BATCH_WAIT_MS": "soon"})

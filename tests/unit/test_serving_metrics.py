@@ -65,6 +65,7 @@ def test_every_metric_has_its_name_and_labels(metrics: ServingMetrics, tmp_path:
         "serving_download_seconds_count": {"model"},
         "serving_tracking_server_up": set(),
         "serving_process_restarts_total": {"process"},
+        "serving_unhealthy": set(),
     }
     for name, labels in expected_labels.items():
         assert name in found, name

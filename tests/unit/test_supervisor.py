@@ -6,7 +6,15 @@ can check the order that matters (a new pool takes the slots before the old one 
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,9 +23,10 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from serving.cache import CacheEntry
+from serving.model_source import StartStopped
 from serving.pool import PoolFailed
 from serving.settings import ServingSettings
-from serving.supervisor import DRAIN_S, Supervisor
+from serving.supervisor import DRAIN_S, Supervisor, SystemClock
 
 MODEL = "grades"
 REQUEST_TIMEOUT_S = 7
@@ -58,6 +67,16 @@ class FakePool:
     checked_with: bytes | None = None
     stopped_with: float | None = None
     started_at: float = 0.0
+    replace_failure: str | None = None  # why restarting a dead process fails, if it does
+
+    def replace(self, index: int, timeout_s: float) -> None:
+        self.events.append(f"v{self.version} replace {index}")
+        if self.replace_failure is not None:
+            raise PoolFailed(f"version {self.version}: {self.replace_failure}")
+        self.died.remove(index)
+
+    def pids(self) -> list[int]:
+        return []  # not real processes: the reap sweep owns none of the test's children
 
     def wait_ready(self, timeout_s: float, fallback_example: bytes | None = None) -> None:
         self.checked_with = fallback_example
@@ -96,7 +115,8 @@ class FakeModels:
         path.mkdir(parents=True, exist_ok=True)
         return CacheEntry(path=path, version=version, size_bytes=1, hit=True, seconds=0.0)
 
-    def first(self) -> tuple[CacheEntry, str]:
+    def first(self, stopping: Callable[[], bool] = lambda: False) -> tuple[CacheEntry, str]:
+        self.stopping = stopping  # what the supervisor asks it to look at while it waits
         return self.entry(self.first_version), self.first_source
 
     def current_version(self) -> str | None:
@@ -134,7 +154,9 @@ class FakeClock:
 class Harness:
     """A supervisor wired to fakes, and what it did to them."""
 
-    def __init__(self, tmp_path: Path, models: FakeModels | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, models: FakeModels | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.events: list[str] = []
         self.run_dir = tmp_path / "run"
         self.run_dir.mkdir()
@@ -152,6 +174,7 @@ class Harness:
                 "SERVING_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT_S),
                 "SERVING_POLL_SECONDS": "3",
             }
+            | (env or {})
         )
         self.supervisor = Supervisor(
             settings,
@@ -299,15 +322,83 @@ def test_dead_nginx_is_started_again(h: Harness) -> None:
     assert len(h.pools) == 1 and h.served_version() == "1"
 
 
-def test_a_dead_scoring_process_is_replaced_by_a_fresh_pool(h: Harness) -> None:
+def test_only_the_dead_scoring_process_is_replaced(h: Harness) -> None:
     h.supervisor.start()
     h.pools[0].died = [1]
     h.events.clear()
     h.supervisor.tick()
-    assert h.events == ["v1 start", "v1 adopt", "v1 stop"]
-    assert h.pools[1].slots == h.front.slots and not h.pools[1].dead()
+    assert h.events == ["v1 replace 1"]  # no new pool, the other process untouched
+    assert len(h.pools) == 1 and not h.pools[0].dead() and h.pools[0].slots == h.front.slots
+    assert h.status("health")["status"] == "ok"
     served = h.status("served")
-    assert served["version"] == "1" and served["previous_version"] is None  # same version
+    assert served["version"] == "1" and served["previous_version"] is None
+
+
+def test_failing_restarts_back_off_then_the_supervisor_reports_unhealthy_and_stops(
+    h: Harness,
+) -> None:
+    h.supervisor.start()
+    pool = h.pools[0]
+    pool.died, pool.replace_failure = [0], "scoring process exited with code 1"
+    attempts: list[float] = []  # when each restart was tried
+    for _ in range(200):  # polls every 3 s of the fake clock: 10 minutes
+        h.events.clear()
+        h.supervisor.tick()
+        if h.events:
+            attempts.append(h.clock.t)
+        h.clock.t += 3
+    limit = h.supervisor.settings.restart_max_failures
+    assert len(attempts) == limit, "retried after giving up"
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps == sorted(gaps) and gaps[-1] > gaps[0], f"no backoff: {gaps}"
+    health = h.status("health")
+    assert health["status"] == "unhealthy" and health["model_version"] == "1"
+    assert f"failed to restart {limit} times" in health["unhealthy"]
+    assert "exited with code 1" in health["unhealthy"] and "scoring" not in health["degraded"]
+    assert h.supervisor.metrics.unhealthy._value.get() == 1
+    assert len(h.pools) == 1 and h.served_version() == "1"
+    h.models.alias = "2"  # a promotion is a fresh pool: tried, and it clears the state
+    h.supervisor.tick()
+    assert h.served_version() == "2" and h.status("health")["status"] == "ok"
+    assert h.status("health")["unhealthy"] is None
+
+
+def test_backoff_delays_double_up_to_the_cap(tmp_path: Path) -> None:
+    h = Harness(
+        tmp_path,
+        env={
+            "SERVING_RESTART_BACKOFF_SECONDS": "2",
+            "SERVING_RESTART_BACKOFF_MAX_SECONDS": "5",
+            "SERVING_RESTART_MAX_FAILURES": "4",
+        },
+    )
+    h.supervisor.start()
+    h.pools[0].died, h.pools[0].replace_failure = [0], "not ready within 180s"
+    waits = []
+    for _ in range(3):
+        h.supervisor.tick()
+        waits.append(h.supervisor.restarts.retry_at - h.clock.t)
+        assert "next attempt in" in h.status("health")["degraded"]["scoring"]
+        h.clock.t = h.supervisor.restarts.retry_at
+    assert waits == [2, 4, 5]
+    h.supervisor.tick()
+    assert h.status("health")["status"] == "unhealthy"
+    h.pools[0].replace_failure = None  # recovered by itself: still no retry on a poll
+    h.clock.t += 3600
+    h.events.clear()
+    h.supervisor.tick()
+    assert h.events == []
+
+
+def test_a_restart_that_works_after_failures_clears_the_degradation(h: Harness) -> None:
+    h.supervisor.start()
+    h.pools[0].died, h.pools[0].replace_failure = [1], "not ready"
+    h.supervisor.tick()
+    assert "scoring" in h.status("health")["degraded"]
+    h.pools[0].replace_failure = None
+    h.clock.t = h.supervisor.restarts.retry_at
+    h.supervisor.tick()
+    assert h.status("health")["status"] == "ok" and h.supervisor.restarts.failures == 0
 
 
 def test_each_new_version_is_reported_once_it_serves_and_only_then(h: Harness) -> None:
@@ -320,7 +411,7 @@ def test_each_new_version_is_reported_once_it_serves_and_only_then(h: Harness) -
     h.supervisor.tick()
     h.pools[0].died = [0]
     h.supervisor.tick()
-    assert h.warmed == ["1"] and h.served_version() == "1"
+    assert h.warmed == ["1"] and h.served_version() == "1" and len(h.pools) == 2
     h.models.alias = "3"
     h.supervisor.tick()
     assert h.warmed == ["1", "3"]
@@ -332,7 +423,7 @@ def test_dead_nginx_is_repaired_even_while_the_registry_is_down(h: Harness) -> N
     h.front.running = False
     h.pools[0].died = [0]
     h.supervisor.tick()
-    assert h.front.starts == 2 and h.served_version() == "1" and len(h.pools) == 2
+    assert h.front.starts == 2 and h.served_version() == "1" and h.pools[0].dead() == []
 
 
 def test_serve_polls_every_interval_until_asked_to_stop_then_shuts_down(h: Harness) -> None:
@@ -355,10 +446,118 @@ def test_serve_polls_every_interval_until_asked_to_stop_then_shuts_down(h: Harne
 def test_a_stop_while_starting_unwinds_at_once_and_cleans_up(h: Harness) -> None:
     first = h.models.first
 
-    def interrupted() -> tuple[CacheEntry, str]:
+    def interrupted(stopping: Callable[[], bool]) -> tuple[CacheEntry, str]:
         h.supervisor.request_stop()  # SIGTERM during a long first download
-        return first()
+        return first(stopping)
 
     h.models.first = interrupted  # type: ignore[method-assign]
     h.supervisor.serve()
     assert h.pools == [] and h.events == ["front stop"] and h.cleaned
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter /proc shows (Z: a zombie), None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def test_the_reap_sweep_collects_a_child_that_is_not_in_the_pool(h: Harness) -> None:
+    """An orphan the supervisor adopted as subreaper (here: a child of the test process that
+    no object owns) is reaped on the next look, not left a zombie."""
+    h.supervisor.start()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(3)
+    deadline = time.monotonic() + 10
+    while _state(pid) != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _state(pid) == "Z"
+    h.supervisor.tick()
+    assert _state(pid) is None, "the stray child is still a zombie"
+
+
+def test_the_reap_sweep_leaves_its_exit_code_to_an_owned_child(h: Harness) -> None:
+    owned = subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"])
+    h.supervisor.other_children = lambda: [owned.pid]
+    h.supervisor.start()
+    deadline = time.monotonic() + 10
+    while _state(owned.pid) != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    h.supervisor.tick()
+    assert owned.wait(timeout=5) == 7
+
+
+def test_a_signal_handler_only_records_and_the_loop_stops_on_it(h: Harness) -> None:
+    polls = 0
+    seen: list[bool] = []
+    current = h.models.current_version
+
+    def counted() -> str | None:
+        nonlocal polls
+        polls += 1
+        if polls == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before kill returns
+            seen.append(h.supervisor.stopping)
+        return current()
+
+    h.models.current_version = counted  # type: ignore[method-assign]
+    previous = signal.getsignal(signal.SIGTERM)
+    h.supervisor.signals.install()
+    try:
+        h.supervisor.serve()
+    finally:
+        h.supervisor.signals.uninstall()
+    assert seen == [False], "the handler acted instead of recording"
+    assert polls == 2 and h.supervisor.stopping  # the loop acted before the next poll
+    assert h.events[-2:] == ["front stop", "v1 stop"] and h.cleaned
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_a_signal_wakes_the_loop_from_its_nap_at_once(tmp_path: Path) -> None:
+    """With the real clock and a poll interval of 3 s, SIGINT ends the nap through the
+    wake-up pipe; a SIGCHLD on the way wakes it too without stopping it."""
+    h = Harness(tmp_path)
+    signals = h.supervisor.signals
+    h.supervisor.clock = SystemClock()
+    h.supervisor.nap = signals.wait
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # its exit: a SIGCHLD
+    h.supervisor.other_children = lambda: [child.pid]
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    signals.install()
+    timer.start()
+    began = time.monotonic()
+    try:
+        h.supervisor.serve()
+    finally:
+        timer.cancel()
+        timer.join()
+        signals.uninstall()
+        child.wait()
+    assert time.monotonic() - began < 2.5 and h.cleaned
+
+
+def test_a_stop_signal_while_waiting_for_a_first_promotion_ends_the_wait(h: Harness) -> None:
+    """Compose waits a day for the first promotion: SIGTERM must end that wait, and it does
+    through the same queue (the wait looks at ``stopping``; serving/model_source.py)."""
+
+    def waiting(stopping: Callable[[], bool]) -> tuple[CacheEntry, str]:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if stopping():
+                raise StartStopped
+            time.sleep(0.01)
+        raise AssertionError("the wait never heard of the signal")
+
+    h.models.first = waiting  # type: ignore[method-assign]
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM))
+    h.supervisor.signals.install()
+    timer.start()
+    try:
+        h.supervisor.serve()
+    finally:
+        timer.cancel()
+        timer.join()
+        h.supervisor.signals.uninstall()
+    assert h.pools == [] and h.cleaned and h.supervisor.stopping
