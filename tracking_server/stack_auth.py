@@ -290,6 +290,8 @@ class RegistryGuard:
         attempt = g.pop("stack_attempt", None)
         if attempt is not None:
             audit(attempt, response.status_code)
+            if promotes(attempt, response.status_code, self.protected):
+                mark_promoted(attempt)
         return response
 
     def _describe(self, action: Action, username: str | None, *, look_up: bool) -> Attempt:
@@ -306,6 +308,50 @@ class RegistryGuard:
         if action is Action.DELETE_VERSION:
             return replace(attempt, from_version=version)
         return attempt
+
+
+# The version tag the server sets whenever a protected alias (production, previous) is moved to
+# a version, whoever moved it and however (UI, client, stack-registry): the clean-up's retention
+# rule never deletes a version promoted within its window (tracking_server/cleanup.py).
+PROMOTED_AT_TAG = "stack.promoted_at"
+
+
+def promotes(attempt: Attempt, status: int, protected: frozenset[str]) -> bool:
+    """Whether this request put a version behind a protected alias."""
+    return (
+        attempt.action is Action.SET_ALIAS
+        and status < 400
+        and attempt.alias is not None
+        and attempt.alias.lower() in protected
+        and attempt.model is not None
+        and attempt.to_version is not None
+    )
+
+
+def mark_promoted(attempt: Attempt) -> None:
+    """Tag the version with when it was promoted (milliseconds since the epoch)."""
+    import time
+
+    from mlflow.entities.model_registry import ModelVersionTag
+    from mlflow.exceptions import MlflowException
+
+    from stack_common.mlflow_internals import model_registry_store
+
+    assert attempt.model is not None and attempt.to_version is not None
+    try:
+        model_registry_store().set_model_version_tag(
+            attempt.model,
+            attempt.to_version,
+            ModelVersionTag(PROMOTED_AT_TAG, str(int(time.time() * 1000))),
+        )
+    except MlflowException as exc:  # the move stands; only the retention hint is missing
+        logging.getLogger("tracking_server").warning(
+            "could not tag %s version %s with %s: %s",
+            attempt.model,
+            attempt.to_version,
+            PROMOTED_AT_TAG,
+            exc,
+        )
 
 
 def _param(name: str) -> str | None:

@@ -300,6 +300,16 @@ def test_promoter_promotes_and_rolls_back_with_the_cli_but_trainer_cannot(
     assert rolled.code == 0, rolled.stderr or rolled.stdout
     assert registry.alias_version(secured.model, "production") == "1"
     assert registry.alias_version(secured.model, "previous") == "2"
+    # The server marks every version a protected alias was moved to (retention keeps them).
+    for version in ("1", "2"):
+        answer = registry.call(
+            "admin",
+            "GET",
+            "/api/2.0/mlflow/model-versions/get",
+            {"name": secured.model, "version": version},
+        )
+        tags = {t["key"]: t["value"] for t in answer.json()["model_version"].get("tags", [])}
+        assert tags["stack.promoted_at"].isdigit(), tags
 
 
 def _audit_lines(secured: Secured, model: str) -> list[str]:

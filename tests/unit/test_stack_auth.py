@@ -191,3 +191,24 @@ def test_the_scrape_only_user_is_off_unless_named(monkeypatch: pytest.MonkeyPatc
     assert ProtectionSettings.from_env().metrics_username is None
     monkeypatch.setenv("STACK_METRICS_USERNAME", "prometheus")
     assert ProtectionSettings.from_env().metrics_username == "prometheus"
+
+
+@pytest.mark.parametrize(
+    ("alias", "status", "marked"),
+    [
+        ("production", 200, True),
+        ("Previous", 200, True),
+        ("challenger", 200, False),
+        ("production", 403, False),
+        ("production", 400, False),
+    ],
+)
+def test_a_version_is_marked_promoted_only_when_a_protected_alias_moved_to_it(
+    alias: str, status: int, marked: bool
+) -> None:
+    from tracking_server.stack_auth import Action, Attempt, promotes
+
+    attempt = Attempt(Action.SET_ALIAS, "promoter", "m", alias, "1", "2")
+    assert promotes(attempt, status, frozenset({"production", "previous"})) is marked
+    deleted = Attempt(Action.DELETE_ALIAS, "promoter", "m", "production", "1")
+    assert not promotes(deleted, 200, frozenset({"production"}))
