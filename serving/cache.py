@@ -164,11 +164,13 @@ class ModelCache:
         download: Callable[[Path], None],
         source: str = "",
         expected_bytes: int | None = None,
+        check: Callable[[dict[str, str]], None] | None = None,
     ) -> CacheEntry:
         """Return the cached entry, downloading it with ``download(folder)`` when needed.
 
         ``download`` must fill the (empty) folder it is given; if it raises, nothing is kept.
-        ``expected_bytes`` only sizes the progress bar.
+        ``check`` is given the downloaded files' checksums before they become an entry; if it
+        raises, nothing is kept either. ``expected_bytes`` only sizes the progress bar.
         """
         started = time.monotonic()
         entry = self.entry_path(name, version)
@@ -199,6 +201,8 @@ class ModelCache:
             files = _checksums(staging)
             if not files:
                 raise RuntimeError(f"download of {name} version {version} produced no files")
+            if check is not None:
+                check(files)
             size = _folder_size(staging)
             manifest = {
                 "model_name": name,

@@ -34,6 +34,7 @@ from tenacity import (
 from serving.cache import CacheEntry, ModelCache, stderr_is_tty
 from serving.settings import ServingSettings
 from stack_common.errors import StackError
+from stack_common.model_digest import DIGEST_TAG, files_digest
 from stack_common.tracking import CLIENT_ENV_DEFAULTS, HttpBudget, wait_for_tracking_server
 from stack_common.wait import ServerUnreachable
 
@@ -333,7 +334,8 @@ def fetch_version(
     entry = cache.fetch(
         settings.model_name,
         version,
-        lambda folder: download_with_retry(
+        check=digest_check(settings, version),
+        download=lambda folder: download_with_retry(
             settings.tracking_uri,
             settings.model_name,
             version,
@@ -348,6 +350,52 @@ def fetch_version(
     cache.remember_alias(settings.model_name, settings.alias, version)
     cache.evict(settings.model_name, protect=version)
     return entry
+
+
+class FilesDoNotMatch(StackError):
+    """The downloaded files are not the ones the tracking server saw at registration."""
+
+
+def recorded_digest(settings: ServingSettings, version: str) -> str | None:
+    """The digest the tracking server recorded for the version's files (None: none recorded,
+    e.g. a version registered before the stack recorded digests)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
+    return client.get_model_version(settings.model_name, version).tags.get(DIGEST_TAG)
+
+
+def digest_check(settings: ServingSettings, version: str) -> Callable[[dict[str, str]], None]:
+    """What the cache runs on a download before keeping it: its files' digest against the one
+    recorded at registration."""
+    label = f"{settings.model_name} version {version}"
+
+    def check(checksums: dict[str, str]) -> None:
+        expected = recorded_digest(settings, version)
+        found = files_digest(checksums)
+        if expected is None:
+            logger.warning(
+                "%s has no %s tag (registered before digests were recorded?): its files are "
+                "served unverified",
+                label,
+                DIGEST_TAG,
+            )
+            return
+        if found != expected:
+            logger.error(
+                "refusing %s: its files do not match the digest recorded at registration "
+                "(expected %s, found %s); changed in the bucket after registration?",
+                label,
+                expected,
+                found,
+            )
+            raise FilesDoNotMatch(
+                f"{label}: files do not match the digest recorded at registration (expected "
+                f"{expected[:12]}, found {found[:12]}); restore them or register a new version"
+            )
+        logger.info("%s: files match the digest recorded at registration", label)
+
+    return check
 
 
 class RegistrySource:

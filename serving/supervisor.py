@@ -31,7 +31,7 @@ from serving.cache import CacheEntry, ModelCache
 from serving.children import STOP_SIGNALS, SignalQueue, reap_strays
 from serving.front import Front, FrontConfig
 from serving.metrics import ServingMetrics
-from serving.model_source import RegistrySource, StartStopped
+from serving.model_source import FilesDoNotMatch, RegistrySource, StartStopped
 from serving.pool import (
     BatchSettings,
     PoolFailed,
@@ -381,6 +381,19 @@ class Supervisor:
         )
         try:
             entry = self.models.fetch(version)
+        except FilesDoNotMatch as exc:
+            # Never this version, however often the alias is polled: its files were changed
+            # after registration (serving/model_source.py logged expected and found digests).
+            self.failed[version] = str(exc)
+            logger.error(
+                "not switching to version %s: %s; version %s keeps serving",
+                version,
+                exc,
+                self.active.version,
+            )
+            self._recover("artifact_download")
+            self._write_status()
+            return
         except Exception as exc:
             self._degrade("artifact_download", f"version {version}: {one_line(str(exc), 200)}")
             return

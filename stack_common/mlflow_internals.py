@@ -42,3 +42,12 @@ def authenticate_fastapi_request(request: Any) -> Any:
     from mlflow.server.auth import _authenticate_fastapi_request
 
     return _authenticate_fastapi_request(request)
+
+
+def artifacts_destination_repo() -> Any:
+    """The artifact repository behind the server's proxy, rooted at ``--artifacts-destination``
+    (``mlflow.server.handlers._get_artifact_repo_mlflow_artifacts``):
+    tracking_server/version_digest.py reads a new version's files from it."""
+    from mlflow.server.handlers import _get_artifact_repo_mlflow_artifacts
+
+    return _get_artifact_repo_mlflow_artifacts()

@@ -50,7 +50,7 @@ from enum import StrEnum
 from typing import Any
 
 from stack_common.logs import setup_logging
-from tracking_server import request_memo
+from tracking_server import request_memo, version_digest
 from tracking_server.audit_text import quoted
 from tracking_server.default_workspace import remember_default_workspace
 from tracking_server.flask_lane import with_flask_lane
@@ -457,7 +457,7 @@ def create_app(app: Any = None) -> Any:
     )
     coalesce_password_checks()
     remember_default_workspace()
-
+    version_digest.install(flask_app)  # the digest of a new version's files; stack.* tags
     app = create_basic_auth_app(flask_app)
     request_memo.install(flask_app)
     if app is flask_app:

@@ -28,6 +28,30 @@ def ensure_registered_model(client: MlflowClient, name: str) -> None:
         logger.info("created registered model %r", name)
 
 
+def ensure_digest(client: MlflowClient, name: str, version: str) -> None:
+    """The digest of the version's files as a version tag, which serving checks what it
+    downloads against. The stack's tracking server records it itself at registration (with
+    auth on, only it and admins may); a plain server (the embedded default, no auth) does not,
+    so the registration records it here from the files as the registry serves them."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow.artifacts
+
+    from stack_common.model_digest import DIGEST_TAG, folder_digest
+
+    if DIGEST_TAG in client.get_model_version(name, version).tags:
+        return
+    with tempfile.TemporaryDirectory(prefix="stack-digest-") as scratch:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}",
+            dst_path=scratch,
+            tracking_uri=client.tracking_uri,
+            registry_uri=client.tracking_uri,
+        )
+        client.set_model_version_tag(name, version, DIGEST_TAG, folder_digest(Path(local)))
+
+
 def register_version(
     client: MlflowClient,
     name: str,
@@ -42,6 +66,7 @@ def register_version(
         name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id
     )
     try:
+        ensure_digest(client, name, str(mv.version))
         client.set_registered_model_alias(name, CHALLENGER, mv.version)
     except BaseException:
         logger.error(

@@ -23,3 +23,19 @@ def test_the_store_getters_and_fastapi_authentication_exist() -> None:
             f"MLflow no longer has {module.__name__}.{name}: "
             "update stack_common/mlflow_internals.py"
         )
+
+
+def test_the_artifact_proxys_repository_getter_exists_and_takes_no_argument() -> None:
+    import inspect
+
+    import mlflow.server.handlers as handlers
+
+    getter = getattr(handlers, "_get_artifact_repo_mlflow_artifacts", None)
+    assert callable(getter), (
+        "MLflow no longer has mlflow.server.handlers._get_artifact_repo_mlflow_artifacts: "
+        "update artifacts_destination_repo in stack_common/mlflow_internals.py"
+    )
+    assert not inspect.signature(getter).parameters, (
+        "_get_artifact_repo_mlflow_artifacts now takes arguments: "
+        "update artifacts_destination_repo in stack_common/mlflow_internals.py"
+    )
