@@ -27,8 +27,9 @@ the merged call fails, every request of the batch is predicted alone: one bad re
 MLflow's error, the others their predictions.
 
 Batching assumes what scoring servers assume of a model: each row's prediction depends on that
-row only. A model that normalises across its input should be served with
-``SERVING_ENGINE=mlflow``.
+row only. serving/batch_policy.py decides per served version whether that holds (row-wise
+flavours by default, others by opt-in, never a schema whose parsing depends on other rows);
+with ``merge`` off every request is predicted alone.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import scoring_server
+
+from serving.batch_policy import row_safe_schema
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +72,7 @@ class Answer:
     status: int
     media_type: str
     batch_rows: int | None = None  # rows of the model call that answered, when there was one
+    retry_after_s: int | None = None  # a Retry-After header (an overloaded process's 503)
 
 
 # What Starlette answers when a route raises something other than MlflowException.
@@ -141,9 +145,19 @@ class BatchStats:
 class Batcher:
     """One worker thread predicting batches; ``submit`` is called from any thread."""
 
-    def __init__(self, model: Any, max_rows: int, max_wait_s: float, start: bool = True) -> None:
+    def __init__(
+        self,
+        model: Any,
+        max_rows: int,
+        max_wait_s: float,
+        start: bool = True,
+        merge: bool = True,
+    ) -> None:
         self.model = model
         self.schema = model.metadata.get_input_schema()
+        # Off: every request is MLflow's invocations alone, one at a time (serving/batch_policy.py
+        # decides; a schema whose parsing depends on other rows is never merged).
+        self.merge = merge and row_safe_schema(self.schema)
         self.max_rows = max(1, max_rows)
         self.max_wait_s = max(0.0, max_wait_s)
         self.takes_params = "params" in inspect.signature(model.predict).parameters
@@ -266,7 +280,7 @@ class Batcher:
         each alone. CSV: parsed alone by MLflow's ``parse_csv_input``, merged by dtypes.
         """
         media_type = _plain_media_type(job.content_type)
-        if media_type is None:
+        if media_type is None or not self.merge:
             return False
         if media_type == JSON:
             return self.parses_json and self._json_rows(job)

@@ -1,15 +1,11 @@
-// nginx njs filter: error answers of MLflow's scoring server lose their Python stack trace and
-// keep a one-line message. Successful answers pass through untouched and unbuffered.
+// nginx njs filter: error answers of MLflow's scoring server lose their Python stack trace,
+// nothing else. Status, error_code, message and content type stay MLflow's, so a client sees
+// what `mlflow models serve` answers. Successful answers pass through untouched and unbuffered.
 var chunks = [];
-
-function oneLine(text) {
-    return text.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim().substring(0, 500);
-}
 
 function headers(r) {
     if (r.status >= 400) {
-        delete r.headersOut['Content-Length'];
-        r.headersOut['Content-Type'] = 'application/json';
+        delete r.headersOut['Content-Length'];  // the body may lose its stack trace
     }
 }
 
@@ -25,17 +21,15 @@ function body(r, data, flags) {
     var text = chunks.join('');
     try {
         var parsed = JSON.parse(text);
-        if (parsed && typeof parsed === 'object') {
+        if (parsed && typeof parsed === 'object' && 'stack_trace' in parsed) {
             delete parsed.stack_trace;
-            if (typeof parsed.message === 'string') {
-                parsed.message = oneLine(parsed.message);
-            }
-            text = JSON.stringify(parsed) + '\n';
+            text = JSON.stringify(parsed);
         }
     } catch (e) {
-        // Not JSON (e.g. a plain-text 415): wrap it, keeping a readable reason but no trace.
-        var reason = text.indexOf('Traceback') >= 0 ? 'request rejected' : oneLine(text);
-        text = JSON.stringify({error_code: 'BAD_REQUEST', message: reason}) + '\n';
+        // Not JSON (MLflow's plain-text 415, Starlette's 500): as it is, unless it is a trace.
+        if (text.indexOf('Traceback') >= 0) {
+            text = 'request rejected';
+        }
     }
     r.sendBuffer(text, flags);
 }

@@ -218,6 +218,13 @@ class ServingMetrics:
             ["process"],
             registry=r,
         )
+        self.batched = Gauge(
+            "serving_batched",
+            "1 when the served version's requests may be merged into one model call "
+            "(serving/batch_policy.py; /health says why), else 0.",
+            ["model", "version"],
+            registry=r,
+        )
         self.unhealthy = Gauge(
             "serving_unhealthy",
             "1 when restarts of the scoring processes kept failing and the supervisor gave up "
@@ -305,6 +312,9 @@ class ServingMetrics:
             self._rejected = rejected
             self.tracking_up.set(0 if "tracking_server" in health.get("degraded", {}) else 1)
             self.unhealthy.set(1 if health.get("status") == "unhealthy" else 0)
+            if "batching" in served:
+                self.batched.clear()
+                self.batched.labels(self.model, version).set(1 if served["batching"]["on"] else 0)
 
     def fetched(self, entry: Any) -> None:
         """A version came out of the cache (``serving.cache.CacheEntry``)."""

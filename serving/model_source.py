@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 from tenacity import (
@@ -350,6 +351,35 @@ def fetch_version(
     cache.remember_alias(settings.model_name, settings.alias, version)
     cache.evict(settings.model_name, protect=version)
     return entry
+
+
+def batching_opt_in(settings: ServingSettings, version: str) -> bool | None:
+    """The version's (else the registered model's) ``serving.batching`` tag; None when neither
+    has one or the registry cannot say (the flavour then decides: serving/batch_policy.py)."""
+    from mlflow import MlflowClient
+
+    from serving.batch_policy import opt_in_from_tags
+
+    client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
+    try:
+        version_tags = client.get_model_version(settings.model_name, version).tags
+        model_tags = client.get_registered_model(settings.model_name).tags
+    except Exception as exc:
+        logger.warning("could not read the serving.batching tags of version %s: %s", version, exc)
+        return None
+    return opt_in_from_tags(version_tags, model_tags)
+
+
+def batching_decision(settings: ServingSettings, model_path: Path, opt_in: bool | None) -> Any:
+    """What the scoring processes will decide for this version (they decide the same way)."""
+    from mlflow.models import Model
+
+    from serving.batch_policy import Decision, decide
+
+    if settings.engine == "mlflow":
+        return Decision(False, "SERVING_ENGINE=mlflow: MLflow's own scoring server")
+    model = Model.load(str(model_path))
+    return decide(model.flavors, model.get_input_schema(), opt_in)
 
 
 class FilesDoNotMatch(StackError):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serving import unix_http
+from serving.batch_policy import Decision
 from serving.settings import ServingSettings
 from serving.spawn import Process, popen
 from stack_common.errors import StackError
@@ -41,6 +42,8 @@ APPS = {"mlflow": APP, "batching": BATCHING_APP}
 # How the batching limits reach a scoring process (serving/scoring_app.py reads them).
 MAX_ROWS_ENV = "SERVING_MAX_BATCH_ROWS"
 MAX_WAIT_ENV = "SERVING_MAX_BATCH_WAIT_MS"
+MAX_QUEUED_ENV = "SERVING_MAX_QUEUED_REQUESTS"
+OPT_IN_ENV = "SERVING_BATCHING_OPT_IN"
 
 
 # Starts one scoring process: uvicorn's arguments, its environment, its log, a name for ps.
@@ -63,6 +66,9 @@ class BatchSettings:
     engine: str = ServingSettings.model_fields["engine"].default
     max_rows: int = ServingSettings.model_fields["max_batch_rows"].default
     max_wait_ms: float = ServingSettings.model_fields["max_batch_wait_ms"].default
+    max_queued: int = ServingSettings.model_fields["max_queued_requests"].default
+    # The version's serving.batching tag (serving/batch_policy.py); None: no tag.
+    opt_in: bool | None = None
 
 
 def fast_io() -> list[str]:
@@ -115,6 +121,8 @@ def scoring_env(
     if batch is not None:
         env[MAX_ROWS_ENV] = str(batch.max_rows)
         env[MAX_WAIT_ENV] = str(batch.max_wait_ms)
+        env[MAX_QUEUED_ENV] = str(batch.max_queued)
+        env[OPT_IN_ENV] = "" if batch.opt_in is None else str(batch.opt_in).lower()
     env[MODEL_PATH_ENV] = model_path.as_uri()
     env["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(request_timeout_s)
     return env
@@ -150,6 +158,8 @@ class ScoringPool:
     # How its processes were started, to start one again (``replace``).
     respawn: Callable[[Path, int], Process] | None = None
     replaced: int = 0
+    # Whether its requests are merged, and why (serving/batch_policy.py), for /health.
+    batching: Decision | None = None
 
     @classmethod
     def start(

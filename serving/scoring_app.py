@@ -26,6 +26,7 @@ from mlflow.environment_variables import (
 from mlflow.pyfunc import scoring_server
 from mlflow.version import VERSION
 
+from serving.batch_policy import decide
 from serving.batching import Answer, Batcher
 from serving.settings import ScoringSettings
 
@@ -42,12 +43,30 @@ JSON = b"application/json"
 NOT_FOUND = Answer(b'{"detail":"Not Found"}', 404, "application/json")
 NOT_ALLOWED = Answer(b'{"detail":"Method Not Allowed"}', 405, "application/json")
 TIMED_OUT = Answer(b"Request processing time exceeded limit", 504, "application/json")
+# Past SERVING_MAX_QUEUED_REQUESTS waiting for the model: MLflow's JSON error shape, retry soon
+# (serving_requests_total{status="503"} counts them).
+OVERLOADED = Answer(
+    b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "the model is overloaded: too many '
+    b'requests are waiting for it; retry after a second"}',
+    503,
+    "application/json",
+    retry_after_s=1,
+)
 
 
 class ScoringApp:
-    def __init__(self, model: Any, max_rows: int, max_wait_s: float, timeout_s: float) -> None:
-        self.batcher = Batcher(model, max_rows, max_wait_s)
+    def __init__(
+        self,
+        model: Any,
+        max_rows: int,
+        max_wait_s: float,
+        timeout_s: float,
+        merge: bool = True,
+        max_queued: int = 256,
+    ) -> None:
+        self.batcher = Batcher(model, max_rows, max_wait_s, merge=merge)
         self.timeout_s = timeout_s
+        self.max_queued = max_queued
         # Event-loop state only (no lock): /invocations requests being answered, and requests
         # handed to the batcher's worker whose answer has not come back.
         self.in_flight = 0
@@ -106,6 +125,8 @@ class ScoringApp:
             await asyncio.sleep(0)
             if self._alone_and_quick(len(body)):
                 return self.batcher.predict_now(body, content_type, request_id)
+        if self.pending >= self.max_queued:
+            return OVERLOADED  # answered now, not queued for ever: memory stays bounded
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
         self.pending += 1
@@ -143,6 +164,8 @@ async def respond(send: Send, answer: Answer, allow: bytes | None = None) -> Non
     ]
     if answer.batch_rows is not None:
         headers.append((BATCH_ROWS_HEADER, str(answer.batch_rows).encode()))
+    if answer.retry_after_s is not None:
+        headers.append((b"retry-after", str(answer.retry_after_s).encode()))
     if allow is not None:
         headers.append((b"allow", allow))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
@@ -157,11 +180,17 @@ def create_app() -> ScoringApp:
         os.environ[scoring_server._SERVER_MODEL_PATH]
     )
     os.environ[_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name] = "true"
+    decision = decide(
+        model.metadata.flavors, model.metadata.get_input_schema(), settings.batching_opt_in
+    )
+    logger.info("batching %s: %s", "on" if decision.batched else "off", decision.why)
     app = ScoringApp(
         model,
         max_rows=settings.max_batch_rows,
         max_wait_s=settings.max_batch_wait_ms / 1000,
         timeout_s=float(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get()),
+        merge=decision.batched,
+        max_queued=settings.max_queued_requests,
     )
     freeze_heap()
     return app

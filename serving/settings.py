@@ -102,6 +102,8 @@ class ServingSettings(ClientSettings):
     """The most rows one batched model call predicts."""
     max_batch_wait_ms: float = env("SERVING_MAX_BATCH_WAIT_MS", 2.0, ge=0)
     """Milliseconds a batch waits for more requests."""
+    max_queued_requests: int = env("SERVING_MAX_QUEUED_REQUESTS", 256, ge=1)
+    """Requests a scoring process holds waiting for the model; past it, 503 with Retry-After."""
     restart_backoff_s: float = env(
         "SERVING_RESTART_BACKOFF_SECONDS",
         1.0,
@@ -154,3 +156,6 @@ class ScoringSettings(StackSettings):
 
     max_batch_rows: int = _as_in_serving("max_batch_rows")
     max_batch_wait_ms: float = _as_in_serving("max_batch_wait_ms")
+    max_queued_requests: int = _as_in_serving("max_queued_requests")
+    batching_opt_in: bool | None = env("SERVING_BATCHING_OPT_IN", None)
+    """The served version's serving.batching tag as the supervisor read it (unset: no tag)."""

@@ -25,13 +25,19 @@ from collections.abc import Callable, Iterable, Sized
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from serving.cache import CacheEntry, ModelCache
 from serving.children import STOP_SIGNALS, SignalQueue, reap_strays
 from serving.front import Front, FrontConfig
 from serving.metrics import ServingMetrics
-from serving.model_source import FilesDoNotMatch, RegistrySource, StartStopped
+from serving.model_source import (
+    FilesDoNotMatch,
+    RegistrySource,
+    StartStopped,
+    batching_decision,
+    batching_opt_in,
+)
 from serving.pool import (
     BatchSettings,
     PoolFailed,
@@ -446,7 +452,7 @@ class Supervisor:
         if self.active is None:
             return
         name, version = self.settings.model_name, self.active.version
-        served = {
+        served: dict[str, Any] = {
             "model_name": name,
             "alias": self.settings.alias,
             "version": version,
@@ -456,10 +462,14 @@ class Supervisor:
             "previous_version": self.previous_version,
             "scoring_processes": len(self.active.processes),
         }
+        batching = getattr(self.active, "batching", None)
+        if batching is not None:
+            served["batching"] = {"on": batching.batched, "why": batching.why}
         status = "degraded" if self.degraded or self.failed else "ok"
         health = {
             "status": "unhealthy" if self.unhealthy else status,
             "model_version": version,
+            "batched": batching.batched if batching is not None else None,
             "alias": self.settings.alias,
             "degraded": self.degraded,
             "rejected_versions": self.failed,
@@ -506,7 +516,8 @@ def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor
     )
 
     def start_pool(entry: CacheEntry) -> Pool:
-        return ScoringPool.start(
+        opt_in = batching_opt_in(settings, entry.version)
+        pool = ScoringPool.start(
             entry.version,
             entry.path,
             run_dir,
@@ -514,10 +525,16 @@ def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor
             settings.request_timeout_s,
             model_name=settings.model_name,
             batch=BatchSettings(
-                settings.engine, settings.max_batch_rows, settings.max_batch_wait_ms
+                settings.engine,
+                settings.max_batch_rows,
+                settings.max_batch_wait_ms,
+                settings.max_queued_requests,
+                opt_in,
             ),
             spawner=warm.spawn if warm is not None else None,
         )
+        pool.batching = batching_decision(settings, entry.path, opt_in)
+        return pool
 
     def other_children() -> list[int]:
         """nginx and the warm interpreter: their Popen objects reap them, with exit codes."""
