@@ -50,6 +50,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import scoring_server
 
 from serving.batch_policy import row_safe_schema
+from stack_common.mlflow_internals import parse_json_data, signature_from_type_hint
 
 logger = logging.getLogger(__name__)
 
@@ -163,10 +164,7 @@ class Batcher:
         self.takes_params = "params" in inspect.signature(model.predict).parameters
         # MLflow passes a type-hinted model's "inputs" unparsed: nothing to merge then.
         metadata = model.metadata
-        self.parses_json = not (
-            hasattr(metadata, "_is_signature_from_type_hint")
-            and metadata._is_signature_from_type_hint()
-        )
+        self.parses_json = not signature_from_type_hint(metadata)
         self.stats = BatchStats()
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._held: Job | None = None  # parsed, but did not fit into the last batch
@@ -345,7 +343,7 @@ class Batcher:
             return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         rows = [row for job in jobs for row in job.payload]
         merged = {fmt: {"columns": list(columns), "data": rows} if fmt == DF_SPLIT else rows}
-        parsed = scoring_server._parse_json_data(merged, self.model.metadata, self.schema)
+        parsed = parse_json_data(merged, self.model.metadata, self.schema)
         return parsed.data
 
     def _alone(self, job: Job) -> None:

@@ -218,9 +218,11 @@ def proxy_only(repo: object) -> None:
     """
     from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 
+    from stack_common.mlflow_internals import download_through_server_only
+
     inner = getattr(repo, "repo", repo)  # ModelsArtifactRepository wraps the version's own
     if isinstance(inner, MlflowArtifactsRepository):
-        inner._server_capabilities = {}
+        download_through_server_only(inner)
 
 
 def download_version(

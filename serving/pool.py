@@ -30,12 +30,11 @@ from serving.settings import ServingSettings
 from serving.spawn import Process, popen
 from stack_common.errors import StackError
 from stack_common.logs import json_dict_config, log_format_from_env
+from stack_common.mlflow_internals import server_model_path_env
 from stack_common.settings import DEFAULT_MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
-# What mlflow.pyfunc.scoring_server.get_cmd sets; tests/unit/test_pool.py checks they agree.
-MODEL_PATH_ENV = "__pyfunc_model_path__"
 APP = "mlflow.pyfunc.scoring_server.app:app"
 BATCHING_APP = "serving.scoring_app:app"
 APPS = {"mlflow": APP, "batching": BATCHING_APP}
@@ -123,7 +122,8 @@ def scoring_env(
         env[MAX_WAIT_ENV] = str(batch.max_wait_ms)
         env[MAX_QUEUED_ENV] = str(batch.max_queued)
         env[OPT_IN_ENV] = "" if batch.opt_in is None else str(batch.opt_in).lower()
-    env[MODEL_PATH_ENV] = model_path.as_uri()
+    # The variable mlflow.pyfunc.scoring_server.get_cmd sets (tests/unit/test_pool.py).
+    env[server_model_path_env()] = model_path.as_uri()
     env["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(request_timeout_s)
     return env
 

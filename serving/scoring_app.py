@@ -19,16 +19,14 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from mlflow.environment_variables import (
-    _MLFLOW_IS_IN_SERVING_ENVIRONMENT,
-    MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT,
-)
+from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
 from mlflow.pyfunc import scoring_server
 from mlflow.version import VERSION
 
 from serving.batch_policy import decide
 from serving.batching import Answer, Batcher
 from serving.settings import ScoringSettings
+from stack_common.mlflow_internals import mark_serving_environment, server_model_path_env
 
 logger = logging.getLogger(__name__)
 
@@ -176,10 +174,8 @@ def create_app() -> ScoringApp:
     """What ``mlflow.pyfunc.scoring_server.app`` does at import: load the model the environment
     names, mark the process as serving; then the batching settings the pool passed."""
     settings = ScoringSettings.from_env()  # first: a bad limit fails before the model loads
-    model = scoring_server.load_model_with_mlflow_config(
-        os.environ[scoring_server._SERVER_MODEL_PATH]
-    )
-    os.environ[_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name] = "true"
+    model = scoring_server.load_model_with_mlflow_config(os.environ[server_model_path_env()])
+    mark_serving_environment()
     decision = decide(
         model.metadata.flavors, model.metadata.get_input_schema(), settings.batching_opt_in
     )

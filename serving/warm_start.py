@@ -79,10 +79,10 @@ def preload() -> float:
             importlib.import_module(module)
         except ImportError as exc:  # e.g. uvloop missing: the scoring process falls back too
             logger.warning("warm start: cannot import %s (%s)", module, exc)
-    from mlflow.utils import requirements_utils
+    from stack_common.mlflow_internals import warm_packages_to_modules_map
 
-    with contextlib.suppress(Exception):  # a private helper of MLflow's: only a speed-up
-        requirements_utils._init_packages_to_modules_map()
+    with contextlib.suppress(Exception):  # only a speed-up
+        warm_packages_to_modules_map()
     _freeze()
     return time.monotonic() - began
 

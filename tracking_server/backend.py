@@ -98,20 +98,20 @@ def migration_lock(uri: str) -> Iterator[None]:
 
 def schema_revision(uri: str) -> str | None:
     """The alembic revision of the backend store (None: no MLflow tables yet)."""
-    from mlflow.store.db.utils import _get_schema_version
+    from stack_common.mlflow_internals import schema_version
 
     engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
     try:
-        return _get_schema_version(engine)
+        return schema_version(engine)
     finally:
         engine.dispose()
 
 
 def head_revision() -> str:
     """The schema revision the installed MLflow expects."""
-    from mlflow.store.db.utils import _get_latest_schema_revision
+    from stack_common.mlflow_internals import latest_schema_revision
 
-    return _get_latest_schema_revision()
+    return latest_schema_revision()
 
 
 def upgrade_schema_once(uri: str) -> bool:
@@ -158,11 +158,12 @@ def auth_schema_is_current(uri: str) -> bool:
     MLflow's head; False while it is missing or still being migrated."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
-    from mlflow.server.auth.db.utils import _get_alembic_config
+
+    from stack_common.mlflow_internals import auth_alembic_config
 
     engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
     try:
-        head = ScriptDirectory.from_config(_get_alembic_config(uri)).get_current_head()
+        head = ScriptDirectory.from_config(auth_alembic_config(uri)).get_current_head()
         with engine.connect() as conn:
             context = MigrationContext.configure(
                 conn, opts={"version_table": "alembic_version_auth"}

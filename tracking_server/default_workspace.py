@@ -63,12 +63,14 @@ def remember_default_workspace() -> None:
     from mlflow.store.workspace.sqlalchemy_store import SqlAlchemyStore
     from mlflow.utils.workspace_utils import DEFAULT_WORKSPACE_NAME
 
+    from stack_common.mlflow_internals import workspace_store
+
     current = workspace_helpers.resolve_workspace_from_header
     if isinstance(current, DefaultWorkspaceMemo):
         return
 
     def sql_store() -> bool:
-        return type(workspace_helpers._get_workspace_store()) is SqlAlchemyStore
+        return type(workspace_store()) is SqlAlchemyStore
 
     workspace_helpers.resolve_workspace_from_header = DefaultWorkspaceMemo(
         current, sql_store, DEFAULT_WORKSPACE_NAME

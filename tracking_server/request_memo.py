@@ -98,9 +98,10 @@ def install(flask_app: Any) -> None:
     """Memoise the reads of MLflow's auth and tracking stores, and bracket the app's
     ``before_request`` hooks (MLflow's and ours, all registered by now) with the memo's."""
     from mlflow.server import auth as mlflow_auth
-    from mlflow.server.handlers import _get_tracking_store
+
+    from stack_common.mlflow_internals import tracking_store
 
     flask_app.before_request_funcs.setdefault(None, []).insert(0, open_memo)
     flask_app.before_request(close_memo_unless_read_only)
     memoise_reads(mlflow_auth.store, AUTH_STORE_READS)
-    memoise_reads(_get_tracking_store(), TRACKING_STORE_READS)
+    memoise_reads(tracking_store(), TRACKING_STORE_READS)

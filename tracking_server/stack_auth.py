@@ -50,6 +50,13 @@ from enum import StrEnum
 from typing import Any
 
 from stack_common.logs import setup_logging
+from stack_common.mlflow_internals import (
+    add_static_prefix,
+    can_manage_registered_model,
+    has_fastapi_validator,
+    model_registry_store,
+    wrap_cached_password_check,
+)
 from tracking_server import request_memo, version_digest
 from tracking_server.audit_text import quoted
 from tracking_server.default_workspace import remember_default_workspace
@@ -272,9 +279,7 @@ class RegistryGuard:
             action,
             attempt.alias,
             is_admin=mlflow_auth.sender_is_admin(),
-            can_manage=lambda: (
-                mlflow_auth._get_permission_from_registered_model_or_prompt_name().can_manage
-            ),
+            can_manage=can_manage_registered_model,
             protected=self.protected,
         )
         if reason is None:
@@ -373,12 +378,11 @@ def _param(name: str) -> str | None:
 
 def _aliased_version(name: str | None, alias: str | None) -> str | None:
     from mlflow.exceptions import MlflowException
-    from mlflow.server.handlers import _get_model_registry_store
 
     if not name or not alias:
         return None
     try:
-        return str(_get_model_registry_store().get_model_version_by_alias(name, alias).version)
+        return str(model_registry_store().get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None  # no such model or alias: nothing to move from
 
@@ -412,14 +416,9 @@ def single_flight(
 
 def coalesce_password_checks() -> None:
     """Put :func:`single_flight` in front of MLflow's cached check (its Flask and FastAPI
-    paths both look the function up in the module at call time)."""
-    import mlflow.server.auth as basic_auth
-
-    if basic_auth._USER_AUTH_CACHE is None:
-        return  # cache off (TTL 0): every request checks anyway, nothing to share
-    basic_auth._authenticate_cached = single_flight(  # type: ignore[assignment]
-        basic_auth._authenticate_cached, basic_auth._auth_cache_key
-    )
+    paths both look the function up in the module at call time); MLflow's own check stays,
+    with one warning line, when its shape changed (stack_common/mlflow_internals.py)."""
+    wrap_cached_password_check(single_flight)
 
 
 def create_app(app: Any = None) -> Any:
@@ -430,7 +429,7 @@ def create_app(app: Any = None) -> Any:
     """
     from mlflow.server import app as mlflow_flask_app
     from mlflow.server.auth import create_app as create_basic_auth_app
-    from mlflow.server.handlers import _add_static_prefix, catch_mlflow_exception
+    from mlflow.server.handlers import catch_mlflow_exception
 
     setup_logging(logger_name="tracking_server")
     flask_app = mlflow_flask_app if app is None else app
@@ -464,7 +463,7 @@ def create_app(app: Any = None) -> Any:
         return app  # gunicorn or waitress: Flask alone, no ASGI layers to skip
     gate_native_routes = native_gate_for(app)
     return gate_native_routes(
-        with_flask_lane(app, flask_app, _has_fastapi_validator, _add_static_prefix("/gateway/"))
+        with_flask_lane(app, flask_app, _has_fastapi_validator, add_static_prefix("/gateway/"))
     )
 
 
@@ -475,4 +474,4 @@ def _has_fastapi_validator(path: str, method: str) -> bool:
 
     if mlflow_auth.is_unprotected_route(path):
         return False
-    return mlflow_auth._find_fastapi_validator(path, method) is not None
+    return has_fastapi_validator(path, method)

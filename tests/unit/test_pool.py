@@ -10,7 +10,6 @@ from mlflow.pyfunc import scoring_server
 from serving.pool import (
     APP,
     BATCHING_APP,
-    MODEL_PATH_ENV,
     BatchSettings,
     scoring_command,
     scoring_env,
@@ -23,7 +22,8 @@ def test_same_app_and_environment_as_mlflow_models_serve(tmp_path: Path) -> None
     command, env = scoring_server.get_cmd(str(tmp_path), port=5000, host="127.0.0.1", nworkers=1)
     assert command.endswith(APP)
     ours = scoring_env(tmp_path, request_timeout_s=60)
-    assert ours[MODEL_PATH_ENV] == env[MODEL_PATH_ENV]
+    # The variable MLflow's get_cmd names the model in (a private name of MLflow's).
+    assert ours["__pyfunc_model_path__"] == env["__pyfunc_model_path__"] == tmp_path.as_uri()
     assert ours["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] == "60"
 
 
