@@ -83,11 +83,30 @@ class ScaleStack:
         )
 
     def train(self, data_dir: Path) -> str:
+        """Train and register as the trainer; the new version."""
         trained = run_cli(
-            "training", env=self.env("trainer") | {"STACK_DATA_DIR": str(data_dir)}, timeout=600
+            "training",
+            "--print-version",
+            env=self.env("trainer") | {"STACK_DATA_DIR": str(data_dir)},
+            timeout=600,
         )
         assert trained.code == 0, trained.stderr
-        return trained.stdout
+        return trained.stdout.strip()
+
+    def ensure_production(self, data_dir: Path) -> str:
+        """The version in production, trained and promoted first if there is none: each test
+        of this module stands alone, in any order."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return (
+                MlflowClient(self.ui).get_model_version_by_alias(self.model, "production").version
+            )
+        except MlflowException:
+            version = self.train(data_dir)
+            assert self.registry("promote", "--version", version, "--force") == 0
+            return version
 
     def registry(self, *args: str) -> int:
         return run_cli("promotion", *args, env=self.env("promoter"), timeout=300).code
@@ -236,57 +255,65 @@ def test_serving_replicas_downloading_the_same_version_at_once_each_end_with_a_v
 ) -> None:
     urls = scale.replica_urls()
     assert len(urls) == REPLICAS
-    scale.train(tmp_path)
+    version = scale.train(tmp_path)
     with VersionWatch(urls) as watch:
         moved = time.monotonic()
-        assert scale.registry("promote") == 0
-        first, last = watch.wait_all_on("1", moved, timeout_s=240)
+        assert scale.registry("promote", "--version", version, "--force") == 0
+        first, last = watch.wait_all_on(version, moved, timeout_s=240)
     scale.timings["v1 (download) on first replica"] = first
     scale.timings["v1 (download) on last replica"] = last
     for container in scale.containers("serving"):
-        out = docker("exec", container, "python", "-c", VERIFY_CACHE, scale.model, "1")
+        out = docker("exec", container, "python", "-c", VERIFY_CACHE, scale.model, version)
         assert out.strip() == "True", container
 
 
 @pytest.mark.timeout(900)
 def test_production_moved_every_replica_follows_and_none_serves_a_rejected_version(
-    scale: ScaleStack,
+    scale: ScaleStack, tmp_path: Path
 ) -> None:
     from mlflow import MlflowClient
 
-    # Version 2: version 1 registered again (MLflow copies its run and files: models:/name/1).
+    # A new version: production's registered again (MLflow copies its run and files).
     # Training is covered by the test that kills a tracking replica; here only the registry
     # and serving matter.
+    old = scale.ensure_production(tmp_path)
     admin = MlflowClient(scale.ui)
-    assert admin.create_model_version(scale.model, f"models:/{scale.model}/1").version == "2"
-    # Version 3 is far worse on the test metric: the gate refuses it.
+    new = admin.create_model_version(scale.model, f"models:/{scale.model}/{old}").version
+    # A version far worse on the test metric: the gate refuses it.
     experiment = admin.get_experiment_by_name(scale.model).experiment_id
     run = admin.create_run(experiment, run_name="worse")
     admin.log_metric(run.info.run_id, "test_rmse", 1e9)
     admin.set_terminated(run.info.run_id)
     source = f"runs:/{run.info.run_id}/model"
     rejected = admin.create_model_version(scale.model, source, run_id=run.info.run_id).version
-    assert rejected == "3"
     urls = scale.replica_urls()
     with VersionWatch(urls) as watch:
         assert scale.registry("promote", "--version", rejected) != 0  # refused by the gate
         moved = time.monotonic()
-        assert scale.registry("promote", "--version", "2") == 0
-        first, last = watch.wait_all_on("2", moved)
+        assert scale.registry("promote", "--version", new) == 0
+        first, last = watch.wait_all_on(new, moved)
         scale.timings["v2 on first replica"] = first
         scale.timings["v2 on last replica"] = last
         scale.timings["propagation spread"] = last - first
 
-        # Two quick moves in a row: back to 1, at once forward to 2 again.
+        # Two quick moves in a row: back to the old one, at once forward to the new again.
         assert scale.registry("rollback") == 0
-        assert scale.registry("promote", "--version", "2") == 0
-        watch.wait_settled_on("2")
+        assert scale.registry("promote", "--version", new) == 0
+        watch.wait_settled_on(new)
     assert all(rejected not in seen for seen in watch.seen.values()), watch.seen
-    assert set().union(*watch.seen.values()) <= {"1", "2"}, watch.seen
+    assert set().union(*watch.seen.values()) <= {old, new}, watch.seen
 
 
 @pytest.mark.timeout(900)
-def test_one_serving_replica_killed_under_load_fails_no_request(scale: ScaleStack) -> None:
+def test_one_serving_replica_killed_under_load_fails_no_request(
+    scale: ScaleStack, tmp_path: Path
+) -> None:
+    version = scale.ensure_production(tmp_path)
+    for url in scale.replica_urls():  # every replica serves before the load starts
+        deadline = time.monotonic() + 240
+        while served_version(url) != version:
+            assert time.monotonic() < deadline, f"{url} not serving v{version}"
+            time.sleep(1)
     victim = scale.containers("serving")[1]
     stop = threading.Event()
 
@@ -325,6 +352,7 @@ def test_training_and_registry_through_the_balancer_survive_a_tracking_replica_k
 ) -> None:
     from mlflow import MlflowClient
 
+    scale.ensure_production(tmp_path / "first")
     client = MlflowClient(scale.ui)
     before = {v.version for v in client.search_model_versions(f"name='{scale.model}'")}
     victim = scale.containers("tracking-server")[0]
