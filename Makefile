@@ -8,7 +8,7 @@ CHECKOV_VENV  := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 SYSTEM_PACKAGES_FLAGS ?=
 
-.PHONY: help install demo env up down backup restore test test-fast lint format lock lock-checkov docker-images bench clean
+.PHONY: help install demo env up down backup restore test test-python test-fast lint format lock lock-checkov docker-images bench clean
 
 help:
 	@echo "make demo    the whole story on this machine: track, train, register, promote, serve, predict"
@@ -57,6 +57,14 @@ test: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	bash tests/run.sh
+
+# The unit tests on another interpreter (e.g. PY=python3.12), in a throwaway virtualenv.
+test-python:
+	@test -n "$(PY)" || { echo "usage: make test-python PY=python3.12"; exit 2; }
+	rm -rf .venv-$(PY) && $(PY) -m venv .venv-$(PY)
+	.venv-$(PY)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	.venv-$(PY)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	.venv-$(PY)/bin/pytest tests/unit -q -n 2
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not e2e and not docker"

@@ -10,12 +10,14 @@ with.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import secrets
 import sys
 from pathlib import Path
 
 EMPTY = re.compile(r"^(?P<name>[A-Z][A-Z0-9_]*)=$")
+BACKUP_IMAGE_USER = 10001  # the backup image's user (Dockerfile)
 
 
 def random_value(name: str) -> str:
@@ -39,6 +41,20 @@ def fill_in(template: str) -> tuple[str, list[str]]:
     return "\n".join(lines) + "\n", filled
 
 
+def prepare_backups(text: str, root: Path, uid: int, gid: int, chown=os.chown) -> str:
+    """The host folder the backup container writes (BACKUP_HOST_DIR), made now so Docker does
+    not make it as root: as root, given to the image's user; as a user in the docker group,
+    kept theirs, and the container runs as them (BACKUP_UID/BACKUP_GID)."""
+    values = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, flags=re.MULTILINE))
+    folder = root / values.get("BACKUP_HOST_DIR", "./backups")
+    folder.mkdir(parents=True, exist_ok=True)
+    if uid == 0:
+        chown(folder, BACKUP_IMAGE_USER, BACKUP_IMAGE_USER)
+        return text
+    text = re.sub(r"^BACKUP_UID=.*$", f"BACKUP_UID={uid}", text, flags=re.MULTILINE)
+    return re.sub(r"^BACKUP_GID=.*$", f"BACKUP_GID={gid}", text, flags=re.MULTILINE)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--example", type=Path, default=Path(".env.example"))
@@ -52,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     text, filled = fill_in(args.example.read_text())
+    text = prepare_backups(text, args.output.parent, os.getuid(), os.getgid())
     args.output.touch(mode=0o600)
     args.output.write_text(text)
     print(f"wrote {args.output} (mode 600) with random values for {', '.join(filled)}")

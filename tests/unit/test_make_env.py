@@ -62,3 +62,33 @@ def test_an_existing_env_is_never_overwritten(tmp_path: Path) -> None:
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("Error: .env exists") and "make env" in line
     assert (tmp_path / ".env").read_text() == "POSTGRES_PASSWORD=the-one-the-volume-has\n"
+
+
+def test_make_env_makes_the_backup_folder_the_backup_container_can_write(tmp_path: Path) -> None:
+    """A newcomer's `docker compose run --rm backup create` works as written: as root the
+    folder goes to the image's user, as a docker-group user the container runs as them."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from make_env import BACKUP_IMAGE_USER, prepare_backups
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    template = (ROOT / ".env.example").read_text()
+    given: list[tuple] = []
+    as_root = prepare_backups(template, tmp_path / "r", 0, 0, chown=lambda *a: given.append(a))
+    assert as_root == template and (tmp_path / "r" / "backups").is_dir()
+    assert given == [(tmp_path / "r" / "backups", BACKUP_IMAGE_USER, BACKUP_IMAGE_USER)]
+    as_user = assignments(prepare_backups(template, tmp_path / "u", 1234, 2345))
+    assert (as_user["BACKUP_UID"], as_user["BACKUP_GID"]) == ("1234", "2345")
+    assert (tmp_path / "u" / "backups").is_dir()
+
+
+def test_make_env_run_as_root_leaves_a_backups_folder_owned_by_the_image_user(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    assert make_env(tmp_path).returncode == 0
+    folder = tmp_path / "backups"
+    assert folder.is_dir()
+    if os.getuid() == 0:
+        assert (folder.stat().st_uid, folder.stat().st_gid) == (10001, 10001)
