@@ -214,7 +214,7 @@ def proxy_only(repo: object) -> None:
     MLflow decides from ``MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD`` or, when that is unset, from
     the server's capabilities, which each repository fetches once and keeps; none known means
     no presigned downloads (mlflow/store/artifact/mlflow_artifacts_repo.py; checked by
-    tests/unit/test_model_cache.py against the installed MLflow).
+    tests/unit/serving/test_model_cache.py against the installed MLflow).
     """
     from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 

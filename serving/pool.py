@@ -122,7 +122,7 @@ def scoring_env(
         env[MAX_WAIT_ENV] = str(batch.max_wait_ms)
         env[MAX_QUEUED_ENV] = str(batch.max_queued)
         env[OPT_IN_ENV] = "" if batch.opt_in is None else str(batch.opt_in).lower()
-    # The variable mlflow.pyfunc.scoring_server.get_cmd sets (tests/unit/test_pool.py).
+    # The variable mlflow.pyfunc.scoring_server.get_cmd sets (tests/unit/serving/test_pool.py).
     env[server_model_path_env()] = model_path.as_uri()
     env["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(request_timeout_s)
     return env

@@ -5,7 +5,7 @@ Each service has one class (``tracking_server/settings.py``, ``serving/settings.
 ``local_stack/settings.py``; the tracking server's two jobs have small ones beside them). Every
 field is one environment variable (``env("NAME", default)``, the name exactly as in
 ``.env.example``); values worked out from several variables are properties.
-``tests/unit/test_env_example.py`` checks ``.env.example`` against these classes.
+``tests/unit/stack_common/test_env_example.py`` checks ``.env.example`` against these classes.
 
 Rules shared by every class:
 
@@ -92,8 +92,8 @@ class StackSettings(BaseSettings):
 
     # No env_ignore_empty: the stack's own source (_Environment) replaces pydantic's, and it
     # is what treats an empty variable as unset.
-    # A field's description is the docstring under it (tests/unit/test_env_example.py checks
-    # every field has one).
+    # A field's description is the docstring under it
+    # (tests/unit/stack_common/test_env_example.py checks every field has one).
     model_config = SettingsConfigDict(
         extra="ignore", frozen=True, validate_by_name=True, use_attribute_docstrings=True
     )

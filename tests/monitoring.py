@@ -3,7 +3,7 @@ Prometheus's answers to them.
 
 The dashboard (deploy/grafana/mlflow-stack.json) is what operators look at, so its every query
 is run against the Compose stack's Prometheus after traffic (tests/compose/test_compose_stack.py)
-and must return data; its structure is checked offline (tests/unit/test_monitoring_files.py).
+and must return data; its structure is checked offline (tests/unit/deploy/test_monitoring_files.py).
 """
 
 from __future__ import annotations

@@ -78,7 +78,8 @@ class Action(StrEnum):
 
 
 # MLflow's ModelRegistryService request class name -> the action it performs. Every other
-# method of the service is left to MLflow (tests/unit/test_stack_auth.py checks the list).
+# method of the service is left to MLflow (tests/unit/tracking_server/test_stack_auth.py
+# checks the list).
 GOVERNED_METHODS: Mapping[str, Action] = {
     "SetRegisteredModelAlias": Action.SET_ALIAS,
     "DeleteRegisteredModelAlias": Action.DELETE_ALIAS,

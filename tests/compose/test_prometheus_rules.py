@@ -3,8 +3,8 @@
 ``promtool check rules`` must accept every rule file (``*rules*.yml`` / ``*alerts*.yml``, the
 globs prometheus.yml loads), ``promtool check config`` the configuration, and ``promtool test
 rules`` runs tests/compose/prometheus-rules.test.yml: every alert fires on a synthetic bad
-series and stays quiet on a healthy one (tests/unit/test_monitoring_files.py checks that every
-alert has both kinds of case). promtool comes from the ``local/prometheus:2`` image
+series and stays quiet on a healthy one (tests/unit/deploy/test_monitoring_files.py checks
+that every alert has both kinds of case). promtool comes from the ``local/prometheus:2`` image
 (Debian's Prometheus 2.42, the oldest the config is written for), run with ``docker run --rm``
 and the repository mounted read-only; without a Docker engine the tests skip, saying why.
 """

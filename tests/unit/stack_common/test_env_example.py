@@ -19,7 +19,7 @@ from tracking_server.create_bucket import BucketSettings
 from tracking_server.settings import ServerSettings
 from training.settings import TrainingSettings
 
-ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
+ENV_EXAMPLE = Path(__file__).resolve().parents[3] / ".env.example"
 
 SETTINGS_CLASSES: list[type[StackSettings]] = [
     ServerSettings,
