@@ -8,7 +8,7 @@ CHECKOV_VENV  := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 SYSTEM_PACKAGES_FLAGS ?=
 
-.PHONY: help install demo env up down backup restore test test-python upgrade-check test-fast lint format lock lock-checkov docker-images bench clean
+.PHONY: help install demo env up down backup restore test test-python upgrade-check ca-cert test-fast lint format lock lock-checkov docker-images bench clean
 
 help:
 	@echo "make demo    the whole story on this machine: track, train, register, promote, serve, predict"
@@ -57,6 +57,13 @@ test: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	bash tests/run.sh
+
+# The root certificate of the HTTPS front's internal CA (STACK_TLS=internal), for clients:
+# MLFLOW_TRACKING_SERVER_CERT_PATH=stack-ca.crt, curl --cacert stack-ca.crt (docs/security.md#tls).
+ca-cert:
+	docker compose -f docker-compose.yml -f docker-compose.tls.yml exec -T front \
+		cat /data/caddy/pki/authorities/local/root.crt > stack-ca.crt
+	@echo "wrote stack-ca.crt: give it to clients (MLFLOW_TRACKING_SERVER_CERT_PATH, curl --cacert)"
 
 # The unit tests on another interpreter (e.g. PY=python3.12), in a throwaway virtualenv.
 test-python:

@@ -24,9 +24,11 @@ BASE = "docker-compose.yml"
 AWS = "docker-compose.aws.yml"
 GCS = "docker-compose.gcs.yml"
 SCALE = "docker-compose.scale.yml"
+TLS = "docker-compose.tls.yml"
 OFFLINE = "tests/compose/offline.yml"
 OFFLINE_SCALE = "tests/compose/offline-scale.yml"
-COMPOSE_FILES = (BASE, AWS, GCS, SCALE, OFFLINE, OFFLINE_SCALE)
+OFFLINE_TLS = "tests/compose/offline-tls.yml"
+COMPOSE_FILES = (BASE, AWS, GCS, SCALE, TLS, OFFLINE, OFFLINE_SCALE, OFFLINE_TLS)
 
 # The stand-in images the offline override names (../shared/docker-offline/build-images.sh).
 STAND_IN_IMAGES = (

@@ -26,6 +26,8 @@ from compose_stack import (
     ROOT,
     SCALE,
     TEST_SECRETS,
+    TLS,
+    ComposeError,
     ComposeProject,
     write_env_file,
 )
@@ -526,7 +528,7 @@ def test_env_example_documents_every_compose_variable_and_works_once_filled(
     example = (ROOT / ".env.example").read_text()
     documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
     used: set[str] = set()
-    for name in (BASE, AWS, GCS):
+    for name in (BASE, AWS, GCS, TLS):
         used |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / name).read_text()))
     assert not used - documented, f"not in .env.example: {sorted(used - documented)}"
 
@@ -740,3 +742,27 @@ def test_dockerignore_is_an_allow_list() -> None:
         "serving",
         "backup",
     }
+
+
+@needs_compose
+def test_https_front_is_one_setting_away_and_the_server_accepts_the_domain(env_file) -> None:
+    services = resolved((BASE, TLS), env_file(STACK_DOMAIN="mlflow.example.com"))["services"]
+    front = services["front"]
+    assert front["image"].startswith("caddy:2.")  # the official image, pinned
+    assert {p["target"] for p in front["ports"]} == {443, 80}
+    assert front["environment"]["STACK_TLS"] == "internal"  # Caddy's own CA unless told
+    env = services["tracking-server"]["environment"]
+    assert "mlflow.example.com" in env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert env["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] == "https://mlflow.example.com"
+    # Everything else is published exactly as without the front: the UI and serving, loopback.
+    for name, service in services.items():
+        if name != "front":
+            assert all(p["host_ip"] == "127.0.0.1" for p in service.get("ports", [])), name
+    caddyfile = (ROOT / "deploy" / "caddy" / "Caddyfile").read_text()
+    assert "Strict-Transport-Security" in caddyfile and "tls {$STACK_TLS:internal}" in caddyfile
+
+
+@needs_compose
+def test_https_front_without_a_domain_stops_compose_and_says_what_to_set(env_file) -> None:
+    with pytest.raises(ComposeError, match="STACK_DOMAIN"):
+        resolved((BASE, TLS), env_file())

@@ -44,7 +44,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from compose_stack import BASE, OFFLINE, TEST_SECRETS, ComposeProject, write_env_file
+from compose_stack import (
+    BASE,
+    OFFLINE,
+    OFFLINE_TLS,
+    TEST_SECRETS,
+    TLS,
+    ComposeProject,
+    write_env_file,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from local_stack.processes import free_port
@@ -79,6 +87,10 @@ print(json.dumps({"root": root, "uid": os.getuid(), "ini_modes": modes}))
 PROMOTION_WAIT_S = 120.0
 SCRAPE_INTERVAL_S = 5.0  # deploy/prometheus/prometheus.yml
 BACKUP_UID = 10001  # the backup image's user, when the tests run as root
+
+
+# Where Caddy keeps its internal CA's root certificate (make ca-cert exports it).
+CADDY_ROOT = "/data/caddy/pki/authorities/local/root.crt"
 
 
 def invoke(port: int, hours: float) -> requests.Response:
@@ -127,7 +139,10 @@ def bucket_keys(stack: ComposeProject) -> list[str]:
 @pytest.fixture
 def stack(tmp_path: Path) -> ComposeProject:
     override = os.environ.get("STACK_COMPOSE_OVERRIDE", OFFLINE)
-    files = (BASE, override) if override else (BASE,)
+    # With the HTTPS front (docker-compose.tls.yml), its stand-in where the base has one.
+    files = (BASE, TLS, override, OFFLINE_TLS) if override == OFFLINE else (BASE, TLS)
+    if override and override != OFFLINE:
+        files = (BASE, TLS, override)
     name = uuid.uuid4().hex[:8]
     env_file = write_env_file(
         tmp_path / "compose.env",
@@ -138,6 +153,11 @@ def stack(tmp_path: Path) -> ComposeProject:
             "MLFLOW_UI_PORT": str(free_port()),
             "SERVING_API_PORT": str(free_port()),
             "PROMETHEUS_PORT": str(free_port()),
+            # A name Caddy's internal CA signs for, on loopback ports of this test's own.
+            "STACK_DOMAIN": "localhost",
+            "STACK_HTTPS_BIND": "127.0.0.1",
+            "STACK_HTTPS_PORT": str(free_port()),
+            "STACK_HTTP_PORT": str(free_port()),
         },
     )
     return ComposeProject(f"stacktest{name}", env_file, files, profiles=("monitoring",))
@@ -157,6 +177,52 @@ def curl_status(url: str, *args: str) -> int:
         timeout=30,
     )
     return int(out.stdout)
+
+
+def check_https_front(stack: ComposeProject, model: str, tmp_path: Path) -> None:
+    """Issue 22's front: the UI/API and serving over HTTPS with the internal CA's root, plain
+    HTTP redirected, and the MLflow client verifying the certificate (never skipping it)."""
+    from mlflow import MlflowClient
+
+    settings = settings_of(stack)
+    https = f"https://localhost:{settings['STACK_HTTPS_PORT']}"
+    ca = tmp_path / "stack-ca.crt"
+    ca.write_text(stack.run("exec", "-T", "front", "cat", CADDY_ROOT).stdout)
+    assert ca.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    health = requests.get(f"{https}/health", verify=str(ca), timeout=30)
+    assert health.text == "OK" and "max-age" in health.headers["Strict-Transport-Security"]
+    answer = requests.post(
+        f"{https}/serving/invocations",
+        json={"dataframe_split": {"columns": ["hours"], "data": [[5.0]]}},
+        verify=str(ca),
+        timeout=30,
+    )
+    assert answer.status_code == 200 and answer.headers["X-Model-Version"] == "1", answer.text
+    redirect = requests.get(
+        f"http://localhost:{settings['STACK_HTTP_PORT']}/", allow_redirects=False, timeout=30
+    )
+    assert redirect.status_code in (301, 308) and redirect.headers["Location"].startswith(
+        "https://"
+    )
+    with pytest.raises(requests.exceptions.SSLError):  # not trusted without the root
+        requests.get(f"{https}/health", timeout=30)
+    # The MLflow client from the host, as the trainer, over HTTPS with the CA file only.
+    env = {
+        "MLFLOW_TRACKING_SERVER_CERT_PATH": str(ca),
+        "MLFLOW_TRACKING_USERNAME": "trainer",
+        "MLFLOW_TRACKING_PASSWORD": TEST_SECRETS["STACK_TRAINER_PASSWORD"],
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        client = MlflowClient(https)
+        assert client.get_model_version_by_alias(model, "production").version == "1"
+        experiment = client.get_experiment_by_name(model).experiment_id
+        run = client.create_run(experiment, run_name="over https")
+        client.log_param(run.info.run_id, "transport", "https")
+        client.log_metric(run.info.run_id, "m", 1.0)
+        client.set_terminated(run.info.run_id)
+        assert client.get_run(run.info.run_id).data.params == {"transport": "https"}
 
 
 def check_locked_down(stack: ComposeProject, ui: str, model: str) -> None:
@@ -405,6 +471,8 @@ def test_compose_stack_trains_promotes_serves_survives_a_restart_and_restores_a_
         grade = wait_for_version(serving_port, "1", PROMOTION_WAIT_S)
         stack.timings["serving picks up v1"] = time.monotonic() - started
         assert 0 <= grade <= 100
+        if "STACK_HTTPS_PORT" in settings:
+            check_https_front(stack, model, tmp_path)
         assert predict(serving_port, 8) >= predict(serving_port, 2)
 
         # Prometheus (profile monitoring) scrapes both jobs and counts every prediction once.

@@ -54,6 +54,12 @@ NOT_SETTINGS = {
     "PYTHON_IMAGE",  # image builds
     "STACK_IMAGE_TAG",
     "GCP_SA_KEY_FILE",  # mounted into the containers as GOOGLE_APPLICATION_CREDENTIALS
+    "STACK_DOMAIN",  # the HTTPS front (docker-compose.tls.yml, deploy/caddy/Caddyfile)
+    "STACK_TLS",
+    "STACK_TLS_CERTS_DIR",
+    "STACK_HTTPS_BIND",
+    "STACK_HTTPS_PORT",
+    "STACK_HTTP_PORT",
     # Read by the libraries themselves, never by the stack's code.
     "AWS_ACCESS_KEY_ID",  # boto3
     "AWS_SECRET_ACCESS_KEY",
