@@ -36,28 +36,15 @@ from stack_common.settings import (
 )
 from stack_common.tracking import apply_client_defaults, connect
 from tracking_server.auth import MIN_PASSWORD_LENGTH
+from tracking_server.roles import JOB_ROLES, ROLES
 
 logger = logging.getLogger("tracking_server.bootstrap_users")
 
 MODEL_DESCRIPTION = "Exam grade (0-100) predicted from study hours."
 
-
-@dataclass(frozen=True)
-class Role:
-    experiment: str | None  # permission on the experiment: its runs, logged models, artifacts
-    model: str | None  # permission on the registered model: its versions and aliases
-    does: str
-
-
-# MLflow needs EDIT on a registered model to set any alias (the trainer's 'challenger') and
-# MANAGE to delete one (promotion moves 'challenger' away): see docs/security.md.
-ROLES: dict[str, Role] = {
-    "trainer": Role("EDIT", "EDIT", "logs runs, registers versions"),
-    "promoter": Role("READ", "MANAGE", "reads runs' metrics, moves aliases"),
-    "serving": Role("READ", "READ", "reads the alias and downloads the model"),
-    # Prometheus: no permission on anything; tracking_server/stack_auth.py lets it scrape.
-    "metrics": Role(None, None, "reads the tracking server's /metrics, nothing else"),
-}
+# The users this job keeps as the environment says (STACK_<ROLE>_USERNAME / _PASSWORD): the
+# shared job users. People get their own users with `stack-users` (tracking_server/users_cli.py).
+BOOTSTRAPPED_ROLES: tuple[str, ...] = ("trainer", "promoter", *JOB_ROLES)
 
 
 @dataclass(frozen=True)
@@ -97,7 +84,7 @@ class UsersSettings(ClientSettings):
     def accounts(self) -> list[Account]:
         """The users to create: every role whose ``STACK_<ROLE>_PASSWORD`` is set."""
         accounts = []
-        for role in ROLES:
+        for role in BOOTSTRAPPED_ROLES:
             prefix = f"STACK_{role.upper()}"
             secret: SecretStr | None = getattr(self, f"{role}_password")
             password = secret.get_secret_value() if secret is not None else ""
