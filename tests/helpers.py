@@ -39,7 +39,13 @@ CHROMIUM_ARGS = [
 ]
 
 
-def run_cli(module: str, *args: str, env: Mapping[str, str], timeout: float = 180) -> CliResult:
+def run_cli(
+    module: str,
+    *args: str,
+    env: Mapping[str, str],
+    timeout: float = 180,
+    stdin_text: str | None = None,
+) -> CliResult:
     """Run ``python -m <module> args`` the way a user runs ``stack-train`` & co."""
     full_env = dict(os.environ) | {"LOG_LEVEL": "WARNING"} | dict(env)
     done = subprocess.run(
@@ -48,7 +54,7 @@ def run_cli(module: str, *args: str, env: Mapping[str, str], timeout: float = 18
         capture_output=True,
         text=True,
         timeout=timeout,
-        stdin=subprocess.DEVNULL,
+        **({"input": stdin_text} if stdin_text is not None else {"stdin": subprocess.DEVNULL}),
     )
     return CliResult(done.returncode, done.stdout, done.stderr)
 

@@ -222,6 +222,10 @@ def bootstrap(settings: UsersSettings) -> list[str]:
 
     experiment_id = ensure_experiment(client, experiment_name)
     ensure_model(client, model_name)
+    # The MLflow roles people are given (stack-users, sign-in) follow the table too.
+    from tracking_server.people import sync_roles
+
+    sync_roles(auth, experiment_id, model_name)
     lines = []
     for account in accounts:
         role = ROLES[account.role]

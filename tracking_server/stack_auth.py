@@ -320,6 +320,9 @@ class RegistryGuard:
 # a version, whoever moved it and however (UI, client, stack-registry): the clean-up's retention
 # rule never deletes a version promoted within its window (tracking_server/cleanup.py).
 PROMOTED_AT_TAG = "stack.promoted_at"
+# Beside it, who moved it: the authenticated user (a person with stack-users or sign-in), which
+# the client cannot choose, unlike the promotion CLI's own ``promoted_by``.
+PROMOTED_BY_TAG = "stack.promoted_by"
 
 
 def promotes(attempt: Attempt, status: int, protected: frozenset[str]) -> bool:
@@ -335,7 +338,7 @@ def promotes(attempt: Attempt, status: int, protected: frozenset[str]) -> bool:
 
 
 def mark_promoted(attempt: Attempt) -> None:
-    """Tag the version with when it was promoted (milliseconds since the epoch)."""
+    """Tag the version with when it was promoted (milliseconds since the epoch) and by whom."""
     import time
 
     from mlflow.entities.model_registry import ModelVersionTag
@@ -344,12 +347,15 @@ def mark_promoted(attempt: Attempt) -> None:
     from stack_common.mlflow_internals import model_registry_store
 
     assert attempt.model is not None and attempt.to_version is not None
+    store = model_registry_store()
     try:
-        model_registry_store().set_model_version_tag(
-            attempt.model,
-            attempt.to_version,
-            ModelVersionTag(PROMOTED_AT_TAG, str(int(time.time() * 1000))),
-        )
+        for key, value in (
+            (PROMOTED_AT_TAG, str(int(time.time() * 1000))),
+            (PROMOTED_BY_TAG, attempt.user),
+        ):
+            store.set_model_version_tag(
+                attempt.model, attempt.to_version, ModelVersionTag(key, value)
+            )
     except MlflowException as exc:  # the move stands; only the retention hint is missing
         logging.getLogger("tracking_server").warning(
             "could not tag %s version %s with %s: %s",

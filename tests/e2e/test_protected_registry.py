@@ -300,7 +300,7 @@ def test_promoter_promotes_and_rolls_back_with_the_cli_but_trainer_cannot(
     assert rolled.code == 0, rolled.stderr or rolled.stdout
     assert registry.alias_version(secured.model, "production") == "1"
     assert registry.alias_version(secured.model, "previous") == "2"
-    # The server marks every version a protected alias was moved to (retention keeps them).
+    # The server marks every version a protected alias was moved to (retention keeps them)...
     for version in ("1", "2"):
         answer = registry.call(
             "admin",
@@ -310,6 +310,8 @@ def test_promoter_promotes_and_rolls_back_with_the_cli_but_trainer_cannot(
         )
         tags = {t["key"]: t["value"] for t in answer.json()["model_version"].get("tags", [])}
         assert tags["stack.promoted_at"].isdigit(), tags
+        # ... and who moved it: the authenticated user, whatever the client claims.
+        assert tags["stack.promoted_by"] == "promoter", tags
 
 
 def _audit_lines(secured: Secured, model: str) -> list[str]:

@@ -17,6 +17,7 @@ from tracking_server.bootstrap_users import UsersSettings
 from tracking_server.cleanup import CleanupSettings
 from tracking_server.create_bucket import BucketSettings
 from tracking_server.settings import ServerSettings
+from tracking_server.users_cli import PeopleSettings
 from training.settings import TrainingSettings
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[3] / ".env.example"
@@ -32,6 +33,7 @@ SETTINGS_CLASSES: list[type[StackSettings]] = [
     BackupSettings,
     LocalStackSettings,
     CleanupSettings,
+    PeopleSettings,
 ]
 
 # Entries of .env.example that no settings class reads, and who does.
