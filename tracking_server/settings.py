@@ -97,6 +97,9 @@ class ProtectionSettings(StackSettings):
     # GET /metrics and nothing else. Unset: nobody but admins reads /metrics.
     metrics_username: str | None = env("STACK_METRICS_USERNAME", None)
     """The user Prometheus logs in as: it may GET /metrics and nothing else."""
+    presigned_transfers: bool = env("STACK_PRESIGNED_TRANSFERS", False)
+    """Let clients move large artifacts straight to/from the bucket by presigned URLs (true
+    only when every client reaches the bucket's endpoint); false: through the server."""
 
     @field_validator("protected_aliases", mode="before")
     @classmethod

@@ -57,7 +57,7 @@ from stack_common.mlflow_internals import (
     model_registry_store,
     wrap_cached_password_check,
 )
-from tracking_server import request_memo, version_digest
+from tracking_server import request_memo, server_info, version_digest
 from tracking_server.audit_text import quoted
 from tracking_server.default_workspace import remember_default_workspace
 from tracking_server.flask_lane import with_flask_lane
@@ -464,14 +464,17 @@ def create_app(app: Any = None) -> Any:
     coalesce_password_checks()
     remember_default_workspace()
     version_digest.install(flask_app)  # the digest of a new version's files; stack.* tags
+    if not settings.presigned_transfers:  # clients move artifacts through the server
+        server_info.install_flask_hook(flask_app)
     app = create_basic_auth_app(flask_app)
     request_memo.install(flask_app)
     if app is flask_app:
         return app  # gunicorn or waitress: Flask alone, no ASGI layers to skip
     gate_native_routes = native_gate_for(app)
-    return gate_native_routes(
+    gated = gate_native_routes(
         with_flask_lane(app, flask_app, _has_fastapi_validator, add_static_prefix("/gateway/"))
     )
+    return gated if settings.presigned_transfers else server_info.presigned_off(gated)
 
 
 def _has_fastapi_validator(path: str, method: str) -> bool:

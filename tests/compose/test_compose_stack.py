@@ -223,6 +223,19 @@ def check_https_front(stack: ComposeProject, model: str, tmp_path: Path) -> None
         client.log_metric(run.info.run_id, "m", 1.0)
         client.set_terminated(run.info.run_id)
         assert client.get_run(run.info.run_id).data.params == {"transport": "https"}
+        # A teammate's machine downloads the production model with no extra variable: the
+        # server offers no presigned URL naming minio:9000, every byte comes through the front.
+        patch.delenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", raising=False)
+        patch.setenv("MLFLOW_TRACKING_URI", https)
+        patch.setenv("MLFLOW_TRACKING_USERNAME", "serving")
+        patch.setenv("MLFLOW_TRACKING_PASSWORD", TEST_SECRETS["STACK_SERVING_PASSWORD"])
+        import mlflow.artifacts
+
+        started = time.monotonic()
+        local = mlflow.artifacts.download_artifacts(
+            f"models:/{model}@production", dst_path=str(tmp_path / "outside-client")
+        )
+        assert (Path(local) / "MLmodel").is_file() and time.monotonic() - started < 60
 
 
 def check_locked_down(stack: ComposeProject, ui: str, model: str) -> None:
@@ -316,6 +329,19 @@ def check_registry_integrity(ui: str, model: str) -> None:
         timeout=10,
     )
     assert still.json()["model_version"]["version"] == production["version"]
+    # An unknown scheme is a 401, never a 500; the job users reach no native route but theirs.
+    digest = requests.get(
+        f"{api}/experiments/search",
+        params={"max_results": 1},
+        headers={"Authorization": 'Digest username="admin", realm="mlflow"'},
+        timeout=10,
+    )
+    assert digest.status_code == 401, digest.text
+    for user in ("metrics", "serving"):
+        login = (user, secrets[f"STACK_{user.upper()}_PASSWORD"])
+        config = requests.get(f"{ui}/ajax-api/3.0/mlflow/assistant/config", auth=login, timeout=10)
+        jobs = requests.post(f"{ui}/ajax-api/3.0/jobs/search", json={}, auth=login, timeout=10)
+        assert (config.status_code, jobs.status_code) == (403, 403), (user, config.text, jobs.text)
 
 
 def backup_folder(stack: ComposeProject, tmp_path: Path) -> Path:
@@ -447,8 +473,8 @@ def test_compose_stack_trains_promotes_serves_survives_a_restart_and_restores_a_
     # This test's own MLflow client reads the registry as the admin.
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", TEST_SECRETS["MLFLOW_AUTH_ADMIN_PASSWORD"])
-    # The host cannot reach the bucket's endpoint (minio:9000): every byte via the proxy.
-    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+    # No MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD here: the host cannot reach the bucket's
+    # endpoint (minio:9000), and the server tells clients not to try (STACK_PRESIGNED_TRANSFERS).
     folder = backup_folder(stack, tmp_path)
     with stack.lifecycle():
         # Up: the tracking server answers on the loopback UI port; serving waits, and says so.
