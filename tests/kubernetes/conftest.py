@@ -86,7 +86,8 @@ def manifests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Re
     with_ingress.mkdir()
     (with_ingress / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        "resources: [../dev]\ncomponents: [../../components/ingress]\n"
+        "resources: [../dev]\n"
+        "components: [../../components/ingress, ../../components/cert-manager]\n"
     )
     rendered = {"base": Rendered("base", render(tree / "base"))}
     for overlay in (*OVERLAYS, "dev-ingress"):

@@ -391,3 +391,25 @@ def test_kubernetes_serving_and_tracking_server_can_be_scraped_by_prometheus(
     [users] = objects.get("Job", "create-users")["spec"]["template"]["spec"]["containers"]
     secret = env_of(users)["STACK_METRICS_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert secret["key"] == "STACK_METRICS_PASSWORD" and secret["optional"] is True
+
+
+def test_kubernetes_ingress_serves_https_only_with_a_cert_manager_certificate(
+    manifests: dict[str, Rendered],
+) -> None:
+    """Issue 22 on Kubernetes: TLS for both hosts, HTTP redirected, the certificate asked of
+    cert-manager's issuer, and MLflow accepting the UI's host."""
+    ingress = manifests["dev-ingress"].get("Ingress", "mlflow-stack")
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    assert annotations["cert-manager.io/cluster-issuer"]
+    [tls] = ingress["spec"]["tls"]
+    hosts = {rule["host"] for rule in ingress["spec"]["rules"]}
+    assert set(tls["hosts"]) == hosts and tls["secretName"] == "mlflow-stack-tls"
+    [config] = [
+        obj["data"]
+        for obj in manifests["dev-ingress"].of_kind("ConfigMap")
+        if obj["metadata"]["name"].startswith("stack-config")  # kustomize adds a hash
+    ]
+    assert "mlflow.example.com" in config["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    # Without the component, no Ingress at all.
+    assert manifests["dev"].of_kind("Ingress") == []
