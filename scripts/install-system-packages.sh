@@ -2,6 +2,7 @@
 # System packages the local stack and its tests use, from Debian's archive:
 #   nginx + libnginx-mod-http-js  serving's front (blue/green switch, limits, clean error bodies)
 #   chromium, postgresql          tests only: the MLflow UI in a browser, PostgreSQL as the backend
+#   caddy                         tests only: the HTTPS front before a local server (its internal CA)
 #   wrk                           benchmarks only (bench/serving.py)
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
@@ -12,6 +13,7 @@ for flag in "$@"; do
   case "$flag" in
     --with-test-tools)
       command -v chromium >/dev/null 2>&1 || want+=(chromium)
+      command -v caddy >/dev/null 2>&1 || want+=(caddy)
       ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || want+=(postgresql)
       command -v wrk >/dev/null 2>&1 || want+=(wrk) ;;
   esac
