@@ -10,13 +10,17 @@ Keycloak.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, field_validator
 
 from stack_common.errors import ConfigError
 from stack_common.settings import StackSettings, env
 from tracking_server.roles import PERSON_ROLES
+
+if TYPE_CHECKING:
+    from tracking_server.auth import AuthSettings
 
 # The function the launcher names in MLflow's ini as its ``authorization_function``.
 AUTHORIZATION_FUNCTION = "tracking_server.oidc:authenticate"
@@ -130,5 +134,24 @@ class OidcSettings(StackSettings):
     def mapping_text(self) -> str:
         """``role=group|group, ...``: what a refused person is told maps."""
         return ", ".join(
-            f"{role}={'|'.join(sorted(self.roles[role]))}" for role in ROLE_ORDER if role in self.roles
+            f"{role}={'|'.join(sorted(self.roles[role]))}"
+            for role in ROLE_ORDER
+            if role in self.roles
         )
+
+
+def check_oidc(*, auth_on: bool) -> None:
+    """At the launcher's start: the OIDC settings are usable, and need the auth app."""
+    settings = OidcSettings.from_env()
+    if settings.on and not auth_on:
+        raise ConfigError(
+            "STACK_OIDC_ISSUER is set but authentication is off; set MLFLOW_AUTH=true (the "
+            "sign-in works through MLflow's basic-auth app) or unset STACK_OIDC_ISSUER"
+        )
+
+
+def with_oidc(auth: AuthSettings) -> AuthSettings:
+    """The auth app's settings, naming tracking_server.oidc:authenticate when OIDC is on."""
+    if not OidcSettings.from_env().on:
+        return auth
+    return replace(auth, authorization_function=AUTHORIZATION_FUNCTION)

@@ -90,7 +90,12 @@ class TokenVerifier:
         self._keys = KeySet.import_key_set(jwks)
         self._algorithms = allowed_algorithms(jwks)
         self._fetched_at = self.clock()
-        logger.info("OIDC keys of %s: %d, algorithms %s", self.issuer, len(jwks.get("keys", [])), ", ".join(self._algorithms))
+        logger.info(
+            "OIDC keys of %s: %d, algorithms %s",
+            self.issuer,
+            len(jwks.get("keys", [])),
+            ", ".join(self._algorithms),
+        )
 
     def _key_set(self, *, refresh: bool) -> tuple[KeySet, list[str]]:
         with self._lock:

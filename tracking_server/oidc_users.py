@@ -59,8 +59,11 @@ class RoleSync:
     def remembered(self, username: str, role: str, password_hash: str) -> bool:
         with self._lock:
             entry = self._applied.get(username)
-        return entry is not None and entry[0] == role and entry[2] == password_hash and (
-            entry[1] > self.clock()
+        return (
+            entry is not None
+            and entry[0] == role
+            and entry[2] == password_hash
+            and (entry[1] > self.clock())
         )
 
     def apply(self, username: str, role: str, until: float) -> None:
