@@ -1,0 +1,284 @@
+"""Sign-in with OpenID Connect, for real: a provider (oidc-provider-mock), the stack's launcher
+running ``mlflow server`` with ``STACK_OIDC_ISSUER`` set, MLflow's Python client and HTTP.
+
+One provider and one server for the module. People are never made by hand: a person's first
+verified token makes their MLflow user, and their groups choose the MLflow role ``stack-<role>``
+(made here as the create-users job makes it). The provider's ID tokens are its signed JWTs with
+``aud`` the client id: they are the bearer tokens (MLFLOW_TRACKING_TOKEN).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from local_stack.processes import free_port, start_tracking_server, wait_until_up
+from tests.conftest import STARTUP_TIMEOUT_S
+from tests.oidc_provider import Provider, run_provider
+from tracking_server.roles import PERSON_ROLES, ROLES, mlflow_role_name
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_PASSWORD = "admin-oidc-e2e-secret"
+CLIENT_ID = "mlflow-stack-e2e"
+GROUPS = {"promoter": "ml-promoters", "trainer": "ml-trainers", "reader": "ml-readers"}
+
+
+@dataclass
+class Signed:
+    url: str
+    provider: Provider
+    model: str
+    experiment_id: str
+    log: Path
+
+    def api(self, path: str) -> str:
+        return f"{self.url}/api/2.0/mlflow/{path}"
+
+    def token(self, person: str, *groups: str) -> str:
+        return self.provider.id_token(
+            person,
+            {
+                "preferred_username": person,
+                "email": f"{person}@example.com",
+                "groups": list(groups),
+            },
+        )
+
+    def get(self, path: str, token: str, **params: str) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        return requests.get(self.api(path), params=params, headers=headers, timeout=10)
+
+    def client(self, monkeypatch: pytest.MonkeyPatch, token: str) -> MlflowClient:
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
+        return MlflowClient(self.url)
+
+
+def make_mlflow_roles(auth_db: Path, experiment_id: str, model: str) -> None:
+    """The stack's MLflow roles in the default workspace, as the create-users job makes them."""
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore()
+    store.init_db(f"sqlite:///{auth_db}")
+    for name in PERSON_ROLES:
+        if ROLES[name].admin:
+            continue
+        role = store.create_role(mlflow_role_name(name), "default")
+        for resource, pattern, permission in ROLES[name].permissions(experiment_id, model):
+            store.add_role_permission(role.id, resource, pattern, permission)
+    store.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signed]:
+    root = tmp_path_factory.mktemp("oidc")
+    with run_provider(CLIENT_ID) as provider:
+        roles = ",".join(f"{role}={group}" for role, group in GROUPS.items())
+        service = start_tracking_server(
+            root / "stack",
+            free_port(),
+            root / "tracking.log",
+            {
+                "MLFLOW_AUTH": "true",
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": "oidc-e2e-flask-secret",
+                "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "STACK_OIDC_ISSUER": provider.issuer,
+                "STACK_OIDC_CLIENT_ID": CLIENT_ID,
+                "STACK_OIDC_ROLES": f"admin=ml-admins,{roles}",
+                "TMPDIR": str(root),
+            },
+        )
+        try:
+            wait_until_up(service, "/health", STARTUP_TIMEOUT_S)
+            model = f"test-{uuid.uuid4().hex[:10]}"
+            admin = requests.Session()
+            admin.auth = ("admin", ADMIN_PASSWORD)
+            created = admin.post(
+                f"{service.url}/api/2.0/mlflow/experiments/create", json={"name": model}, timeout=10
+            )
+            assert created.status_code == 200, created.text
+            experiment_id = created.json()["experiment_id"]
+            made = admin.post(
+                f"{service.url}/api/2.0/mlflow/registered-models/create",
+                json={"name": model},
+                timeout=10,
+            )
+            assert made.status_code == 200, made.text
+            make_mlflow_roles(root / "stack" / "basic_auth.db", experiment_id, model)
+            yield Signed(service.url, provider, model, experiment_id, root / "tracking.log")
+        finally:
+            service.stop()
+
+
+def test_people_work_with_their_groups_roles_through_bearer_tokens(
+    signed: Signed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = f"tess-{uuid.uuid4().hex[:6]}"
+    promoter = f"pat-{uuid.uuid4().hex[:6]}"
+    # The trainer logs a run with a file and registers a version, through MLflow's client.
+    client = signed.client(monkeypatch, signed.token(trainer, GROUPS["trainer"], "staff"))
+    run = client.create_run(signed.experiment_id)
+    client.log_metric(run.info.run_id, "rmse", 1.5)
+    client.log_text(run.info.run_id, "flavors: {}\n", "model/MLmodel")
+    client.set_terminated(run.info.run_id)
+    version = client.create_model_version(
+        signed.model, f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+    )
+    client.set_registered_model_alias(signed.model, "challenger", version.version)
+    with pytest.raises(MlflowException) as refused:
+        client.set_registered_model_alias(signed.model, "production", version.version)
+    assert refused.value.get_http_status_code() == 403
+    assert "protected" in refused.value.message
+
+    # The promoter reads the runs and moves production.
+    client = signed.client(monkeypatch, signed.token(promoter, GROUPS["promoter"]))
+    [seen] = client.search_runs(
+        [signed.experiment_id], filter_string=f"attributes.run_id = '{run.info.run_id}'"
+    )
+    assert seen.data.metrics["rmse"] == 1.5
+    assert client.download_artifacts(run.info.run_id, "model/MLmodel", str(Path(signed.log.parent)))
+    client.set_registered_model_alias(signed.model, "production", version.version)
+    assert client.get_model_version_by_alias(signed.model, "production").version == version.version
+    # ...but may not log runs: MLflow's own 403.
+    with pytest.raises(MlflowException) as refused:
+        client.create_run(signed.experiment_id)
+    assert refused.value.get_http_status_code() == 403
+
+    log = signed.log.read_text()
+    assert f"production: None -> '{version.version}' by {promoter}" in log or (
+        f"-> {version.version} by {promoter}" in log
+    ), log[-3000:]
+    assert f"by {trainer}" in log
+
+
+def test_bad_tokens_get_401(signed: Signed) -> None:
+    provider = signed.provider
+    person = f"bad-{uuid.uuid4().hex[:6]}"
+    good = signed.token(person, GROUPS["reader"])
+    assert (
+        signed.get("experiments/get", good, experiment_id=signed.experiment_id).status_code == 200
+    )
+    header, payload, signature = good.split(".")
+    forged = provider.sign({"sub": person, "preferred_username": person, "groups": ["ml-admins"]})
+    tampered = ".".join([header, forged.split(".")[1], signature])
+    unsigned = ".".join([_b64({"alg": "none", "typ": "JWT"}), forged.split(".")[1], ""])
+    bad = {
+        "expired": provider.sign({"sub": person, "exp": int(time.time()) - 3600}),
+        "wrong issuer": provider.sign({"sub": person, "iss": "http://127.0.0.1:1"}),
+        "wrong audience": provider.sign({"sub": person, "aud": "another-client"}),
+        "unsigned": unsigned,
+        "tampered": tampered,
+        "not a JWT": "opaque-access-token",
+    }
+    for name, token in bad.items():
+        answer = signed.get("experiments/get", token, experiment_id=signed.experiment_id)
+        assert answer.status_code == 401, (name, answer.status_code, answer.text)
+        assert answer.headers["WWW-Authenticate"].startswith("Bearer"), name
+    # Groups that map to no role: 403 saying which groups do.
+    stranger = signed.token(f"eve-{uuid.uuid4().hex[:6]}", "marketing")
+    answer = signed.get("experiments/get", stranger, experiment_id=signed.experiment_id)
+    assert answer.status_code == 403
+    assert "ml-promoters" in answer.json()["message"]
+    # A token naming the bootstrap admin is refused: the admin signs in with its password.
+    admin = signed.provider.id_token(
+        "admin", {"preferred_username": "admin", "groups": ["ml-admins"]}
+    )
+    assert (
+        signed.get("experiments/get", admin, experiment_id=signed.experiment_id).status_code == 403
+    )
+    # Basic credentials keep working beside the tokens.
+    basic = requests.get(
+        signed.api("experiments/get"),
+        params={"experiment_id": signed.experiment_id},
+        auth=("admin", ADMIN_PASSWORD),
+        timeout=10,
+    )
+    assert basic.status_code == 200
+
+
+def test_the_role_follows_the_groups_at_the_next_token(signed: Signed) -> None:
+    person = f"rita-{uuid.uuid4().hex[:6]}"
+    alias = {"name": signed.model, "alias": "previous", "version": "1"}
+    as_reader = signed.token(person, GROUPS["reader"])
+    headers = {"Authorization": f"Bearer {as_reader}"}
+    moved = requests.post(
+        signed.api("registered-models/alias"), json=alias, headers=headers, timeout=10
+    )
+    assert moved.status_code == 403, moved.text
+    as_promoter = signed.token(
+        person, GROUPS["reader"], GROUPS["promoter"]
+    )  # the most capable wins
+    headers = {"Authorization": f"Bearer {as_promoter}"}
+    created = requests.post(
+        signed.api("registered-models/alias"), json=alias, headers=headers, timeout=10
+    )
+    assert created.status_code in (200, 404), created.text  # 404: no version 1 yet, not a 403
+    back = signed.token(person, GROUPS["reader"])
+    headers = {"Authorization": f"Bearer {back}"}
+    moved = requests.post(
+        signed.api("registered-models/alias"), json=alias, headers=headers, timeout=10
+    )
+    assert moved.status_code == 403, moved.text
+
+
+def test_ui_sign_in_with_the_code_flow_and_pkce(signed: Signed) -> None:
+    person = f"uma-{uuid.uuid4().hex[:6]}"
+    signed.provider.set_claims(person, {"preferred_username": person, "groups": [GROUPS["reader"]]})
+    browser = requests.Session()
+    browser.headers["Accept"] = "text/html"
+    home = browser.get(f"{signed.url}/", allow_redirects=False, timeout=10)
+    assert home.status_code == 302 and home.headers["Location"].endswith("/oidc/login")
+    login = browser.get(f"{signed.url}/oidc/login", allow_redirects=False, timeout=10)
+    assert login.status_code == 302, login.text
+    authorize = login.headers["Location"]
+    assert authorize.startswith(signed.provider.issuer)
+    assert "code_challenge_method=S256" in authorize and "nonce=" in authorize
+    assert "state=" in authorize
+    consent = browser.post(authorize, data={"sub": person}, allow_redirects=False, timeout=10)
+    assert consent.status_code == 302, consent.text
+    callback = consent.headers["Location"]
+    assert urlsplit(callback).path == "/oidc/callback"
+    back = browser.get(callback, allow_redirects=False, timeout=10)
+    assert back.status_code == 302, back.text
+    me = browser.get(f"{signed.url}/ajax-api/2.0/mlflow/users/current", timeout=10)
+    assert me.status_code == 200, me.text
+    assert me.json()["user"]["username"] == person
+    found = browser.get(
+        f"{signed.url}/ajax-api/2.0/mlflow/experiments/get",
+        params={"experiment_id": signed.experiment_id},
+        timeout=10,
+    )
+    assert found.status_code == 200, found.text
+    assert browser.get(f"{signed.url}/", allow_redirects=False, timeout=10).status_code == 200
+    # A reader may not move aliases from the UI either.
+    refused = browser.post(
+        f"{signed.url}/ajax-api/2.0/mlflow/registered-models/alias",
+        json={"name": signed.model, "alias": "production", "version": "1"},
+        timeout=10,
+    )
+    assert refused.status_code == 403
+    # A replayed callback (state used) is refused; signing out ends the session.
+    assert browser.get(callback, allow_redirects=False, timeout=10).status_code == 401
+    browser.get(f"{signed.url}/oidc/logout", allow_redirects=False, timeout=10)
+    assert (
+        browser.get(f"{signed.url}/ajax-api/2.0/mlflow/users/current", timeout=10).status_code
+        == 401
+    )
+
+
+def _b64(value: dict) -> str:
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
