@@ -67,9 +67,7 @@ class Provider:
         from joserfc import jwt
 
         body = {"iss": self.issuer, "aud": self.client_id, "exp": int(time.time()) + 3600}
-        return jwt.encode(
-            {"alg": "RS256", "kid": self.key.kid, **header}, body | claims, self.key
-        )
+        return jwt.encode({"alg": "RS256", "kid": self.key.kid, **header}, body | claims, self.key)
 
 
 @contextmanager

@@ -50,12 +50,15 @@ class SignIn:
         self.redirect_uri = redirect_uri
         self.oauth = OAuth()
         secret = settings.client_secret.get_secret_value() if settings.client_secret else None
+        client_kwargs = {"scope": "openid email profile", "code_challenge_method": "S256"}
+        if secret is None:  # a public client: PKCE is its proof, no secret is sent
+            client_kwargs["token_endpoint_auth_method"] = "none"
         self.oauth.register(
             CLIENT_NAME,
             client_id=settings.client_id,
             client_secret=secret,
             server_metadata_url=f"{settings.issuer_url}/.well-known/openid-configuration",
-            client_kwargs={"scope": "openid email profile", "code_challenge_method": "S256"},
+            client_kwargs=client_kwargs,
         )
 
     def install(self, flask_app: Any) -> None:

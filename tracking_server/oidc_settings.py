@@ -79,7 +79,7 @@ class OidcSettings(StackSettings):
     """Sign-in and bearer tokens through the company's OpenID Connect provider."""
 
     issuer: str | None = env("STACK_OIDC_ISSUER", None)
-    """The provider's issuer URL (its discovery document is <issuer>/.well-known/openid-configuration); unset: OIDC off."""
+    """The identity provider's issuer URL (https); unset: OIDC off, Basic credentials only."""
     client_id: str | None = env("STACK_OIDC_CLIENT_ID", None)
     """The tracking server's client id at the provider (UI sign-in; the default audience)."""
     client_secret: SecretStr | None = env("STACK_OIDC_CLIENT_SECRET", None)

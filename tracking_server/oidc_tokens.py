@@ -2,8 +2,8 @@
 
 The keys come from the issuer's discovery document (``<issuer>/.well-known/openid-configuration``,
 its ``jwks_uri``), fetched once per worker and kept; a token signed with a key id the set does
-not have makes one refetch (the issuer rotated its keys), at most once every ten seconds, so a flood of
-forged key ids cannot turn the server into a client hammering the issuer.
+not have makes one refetch (the issuer rotated its keys), at most once every ten seconds, so a
+flood of forged key ids cannot turn the server into a client hammering the issuer.
 
 A token passes when its signature verifies with one of those keys under an algorithm that key
 allows (never ``none``, never an HMAC keyed with a public key), its ``iss`` is the issuer, its

@@ -95,6 +95,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signed]:
                 "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
                 "STACK_OIDC_ISSUER": provider.issuer,
                 "STACK_OIDC_CLIENT_ID": CLIENT_ID,
+                "STACK_OIDC_CLIENT_SECRET": "oidc-e2e-client-secret",
                 "STACK_OIDC_ROLES": f"admin=ml-admins,{roles}",
                 "TMPDIR": str(root),
             },
