@@ -170,7 +170,7 @@ def test_bad_tokens_get_401(signed: Signed) -> None:
     assert (
         signed.get("experiments/get", good, experiment_id=signed.experiment_id).status_code == 200
     )
-    header, payload, signature = good.split(".")
+    header, _payload, signature = good.split(".")
     forged = provider.sign({"sub": person, "preferred_username": person, "groups": ["ml-admins"]})
     tampered = ".".join([header, forged.split(".")[1], signature])
     unsigned = ".".join([_b64({"alg": "none", "typ": "JWT"}), forged.split(".")[1], ""])

@@ -11,8 +11,8 @@ import pytest
 from stack_common.errors import ConfigError
 from tracking_server.auth import AuthSettings, default_database_uri, write_config
 from tracking_server.bootstrap_users import UsersSettings
-from tracking_server.roles import ROLES
 from tracking_server.launcher import server_command
+from tracking_server.roles import ROLES
 from tracking_server.settings import ServerSettings
 
 SECRETS = {
