@@ -9,6 +9,7 @@ verified token makes their MLflow user, and their groups choose the MLflow role 
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -156,11 +157,12 @@ def test_people_work_with_their_groups_roles_through_bearer_tokens(
         client.create_run(signed.experiment_id)
     assert refused.value.get_http_status_code() == 403
 
+    # Audit lines name the person, as they name a Basic user.
     log = signed.log.read_text()
-    assert f"production: None -> '{version.version}' by {promoter}" in log or (
-        f"-> {version.version} by {promoter}" in log
+    assert re.search(
+        rf"allowed set_alias {signed.model}@production: \S+ -> {version.version} by {promoter}", log
     ), log[-3000:]
-    assert f"by {trainer}" in log
+    assert re.search(rf"refused set_alias {signed.model}@production: .* by {trainer} ", log)
 
 
 def test_bad_tokens_get_401(signed: Signed) -> None:
@@ -276,6 +278,30 @@ def test_ui_sign_in_with_the_code_flow_and_pkce(signed: Signed) -> None:
         browser.get(f"{signed.url}/ajax-api/2.0/mlflow/users/current", timeout=10).status_code
         == 401
     )
+
+
+def test_a_person_disabled_with_stack_users_is_refused_at_the_next_request(signed: Signed) -> None:
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    person = f"dan-{uuid.uuid4().hex[:6]}"
+    token = signed.token(person, GROUPS["reader"])
+    assert (
+        signed.get("experiments/get", token, experiment_id=signed.experiment_id).status_code == 200
+    )
+    # What 'stack-users disable' does (tracking_server/users_cli.py): the role removed, a random
+    # password set; the provider still lists the person in the readers' group.
+    store = SqlAlchemyStore()
+    store.init_db(f"sqlite:///{signed.log.parent / 'stack' / 'basic_auth.db'}")
+    try:
+        user = store.get_user(person)
+        store.unassign_role_from_user(user.id, store.get_role_by_name("default", "stack-reader").id)
+        store.update_user(person, password=uuid.uuid4().hex)
+    finally:
+        store.engine.dispose()
+    for _ in range(4):  # every worker, whatever it remembered
+        answer = signed.get("experiments/get", token, experiment_id=signed.experiment_id)
+        assert answer.status_code == 403, answer.text
+        assert "stack-users" in answer.json()["message"]
 
 
 def _b64(value: dict) -> str:
