@@ -68,8 +68,9 @@ class Oidc:
                 f"{self.settings.groups_claim!r}); mapped: {self.settings.mapping_text()}"
             )
         until = float(claims.get("exp") or time.time() + 60)
+        token = f"{claims.get('jti', '')}/{claims.get('iat', '')}/{claims.get('exp', '')}"
         try:
-            self.sync.apply(username, role, until)
+            self.sync.apply(username, role, until, token)
         except (Disabled, RoleMissing) as exc:
             raise Refused(str(exc)) from None
         return username

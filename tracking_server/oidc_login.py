@@ -33,7 +33,7 @@ def session_claims(userinfo: dict[str, Any], settings: OidcSettings) -> dict[str
     """What the session keeps of the ID token: the names, the groups, its expiry."""
     kept = {
         name: userinfo[name]
-        for name in (settings.username_claim, "email", "sub", settings.groups_claim, "exp")
+        for name in (settings.username_claim, "email", "sub", settings.groups_claim, "iat", "exp")
         if name in userinfo
     }
     kept.setdefault("exp", time.time() + 3600)

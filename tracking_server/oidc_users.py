@@ -6,16 +6,19 @@ provider lets them in), their stack role the MLflow role ``stack-<role>`` assign
 workspace, ``admin`` MLflow's admin flag. At every verified token the assignment is brought to
 what the groups map to (other ``stack-*`` roles unassigned, the mapped one assigned, the admin
 flag set or cleared). That costs database reads, so each worker remembers which (user, role) it
-applied and until when (the token's ``exp``): the next requests with the same token, or a
-fresh one mapping to the same role, cost nothing. A change of groups is applied at the first
-request whose token carries it.
+applied for which token and until when (the token's ``exp``): the next requests with the same
+token (or UI session) cost one read of the user's row, which MLflow's own admin check makes
+anyway. A change of groups comes with a new token, and is applied at its first request, whichever
+worker answers it.
 
 ``stack-users disable`` (tracking_server/users_cli.py) removes a person's role and sets a random
 password. A person signed in through the provider is refused when their groups map to no role
 (403 naming the groups that map), so a disabled SSO person is refused as soon as the provider
-stops listing them in a mapped group, and, within their current token's lifetime, the worker's
-memory is dropped when MLflow's user row says they hold no role any more (see
-:meth:`RoleSync.apply`).
+stops listing them in a mapped group; and at once: an MLflow user that exists with no stack role
+and no admin flag is refused (403) rather than given the role its groups map to. Disabling sets
+a new password, so the user's row changes and every worker looks at the roles again at the next
+request. The same rule keeps tokens off the jobs' users (direct grants, no stack role), and
+tracking_server/oidc.py refuses tokens naming the bootstrap admin.
 """
 
 from __future__ import annotations
@@ -52,27 +55,30 @@ class RoleSync:
         self.store = store
         self.clock = clock
         self._lock = threading.Lock()
-        # username -> (role, until, password hash then): the hash changes when stack-users
-        # disables the person (or resets their password), and then the role is looked at again.
-        self._applied: dict[str, tuple[str, float, str]] = {}
+        # username -> (role, until, password hash then, token): the hash changes when
+        # stack-users disables the person (or resets their password), a new token may carry
+        # new groups (and another worker may have applied them): then the role is looked at
+        # again.
+        self._applied: dict[str, tuple[str, float, str, str]] = {}
 
-    def remembered(self, username: str, role: str, password_hash: str) -> bool:
+    def remembered(self, username: str, role: str, password_hash: str, token: str) -> bool:
+        """Whether this worker applied ``role`` for this token, to this user row, unexpired."""
         with self._lock:
             entry = self._applied.get(username)
-        return (
-            entry is not None
-            and entry[0] == role
-            and entry[2] == password_hash
-            and (entry[1] > self.clock())
+        if entry is None:
+            return False
+        applied, until, known_hash, known_token = entry
+        return (applied, known_hash, known_token) == (role, password_hash, token) and (
+            until > self.clock()
         )
 
-    def apply(self, username: str, role: str, until: float) -> None:
+    def apply(self, username: str, role: str, until: float, token: str = "") -> None:
         """Bring ``username`` to ``role`` (made if new), unless done already within ``until``;
         :class:`Disabled` for a person stack-users disabled, :class:`RoleMissing` when the MLflow
         role is not there. One user-row read when remembered (the same read MLflow's admin check
         makes, once per request: tracking_server/request_memo.py)."""
         user = self._existing(username)
-        if user is not None and self.remembered(username, role, user.password_hash):
+        if user is not None and self.remembered(username, role, user.password_hash, token):
             return
         if user is None:
             user = self._create(username)
@@ -93,7 +99,7 @@ class RoleSync:
         with self._lock:
             if len(self._applied) >= MAX_REMEMBERED:
                 self._applied.clear()
-            self._applied[username] = (role, until, user.password_hash)
+            self._applied[username] = (role, until, user.password_hash, token)
 
     def _existing(self, username: str) -> Any:
         from mlflow.exceptions import MlflowException

@@ -10,6 +10,7 @@ verified token makes their MLflow user, and their groups choose the MLflow role 
 from __future__ import annotations
 
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,10 +25,13 @@ from mlflow.exceptions import MlflowException
 
 from local_stack.processes import free_port, start_tracking_server, wait_until_up
 from tests.conftest import STARTUP_TIMEOUT_S
+from tests.helpers import CHROMIUM_ARGS
 from tests.oidc_provider import Provider, run_provider
 from tracking_server.roles import PERSON_ROLES, ROLES, mlflow_role_name
 
 pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 ADMIN_PASSWORD = "admin-oidc-e2e-secret"
 CLIENT_ID = "mlflow-stack-e2e"
@@ -302,6 +306,29 @@ def test_a_person_disabled_with_stack_users_is_refused_at_the_next_request(signe
         answer = signed.get("experiments/get", token, experiment_id=signed.experiment_id)
         assert answer.status_code == 403, answer.text
         assert "stack-users" in answer.json()["message"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_a_person_signs_in_with_a_browser_and_sees_the_ui(signed: Signed, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    person = f"una-{uuid.uuid4().hex[:6]}"
+    signed.provider.set_claims(person, {"preferred_username": person, "groups": [GROUPS["reader"]]})
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{signed.url}/")  # no session: sent to the provider's sign-in form
+            page.wait_for_url(f"{signed.provider.issuer}/oauth2/authorize*")
+            page.fill("input[name=sub]", person)
+            page.get_by_role("button", name="Authorize").click()
+            page.wait_for_url(f"{signed.url}/**")
+            # MLflow's UI, the person's name in its sidebar (users/current answers as them).
+            page.get_by_text("default").first.wait_for()
+            page.get_by_text(person).first.wait_for()
+            page.screenshot(path=str(tmp_path / "oidc-signed-in.png"), full_page=True)
+        finally:
+            browser.close()
 
 
 def _b64(value: dict) -> str:
