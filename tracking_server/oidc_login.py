@@ -43,11 +43,11 @@ def session_claims(userinfo: dict[str, Any], settings: OidcSettings) -> dict[str
 class SignIn:
     """The routes and the browser redirect (see the module docstring)."""
 
-    def __init__(self, settings: OidcSettings, redirect_uri: str | None = None) -> None:
+    def __init__(self, settings: OidcSettings) -> None:
         from authlib.integrations.flask_client import OAuth
 
         self.settings = settings
-        self.redirect_uri = redirect_uri
+        self.redirect_uri = settings.redirect_uri
         self.oauth = OAuth()
         secret = settings.client_secret.get_secret_value() if settings.client_secret else None
         client_kwargs = {"scope": "openid email profile", "code_challenge_method": "S256"}
