@@ -93,7 +93,7 @@ class OidcSettings(StackSettings):
     roles: dict[str, frozenset[str]] = env("STACK_OIDC_ROLES", {})
     """Groups to stack roles: role=group,...; the most capable role wins."""
     redirect_uri: str | None = env("STACK_OIDC_REDIRECT_URI", None)
-    """The callback URL registered at the provider (https://<domain>/oidc/callback); unset: built."""
+    """The callback URL registered at the provider (https://<domain>/oidc/callback)."""
     leeway_s: int = env("STACK_OIDC_LEEWAY_SECONDS", DEFAULT_LEEWAY_S, ge=0, le=300)
     """Seconds of clock difference tolerated on a token's exp and nbf."""
 
