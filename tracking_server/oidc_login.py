@@ -63,8 +63,11 @@ class SignIn:
 
     def install(self, flask_app: Any) -> None:
         self.oauth.init_app(flask_app)
-        flask_app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-        flask_app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+        # Flask's defaults: HttpOnly, and no SameSite; Lax keeps the cookie off cross-site
+        # POSTs (the session authenticates the UI's ajax API) and on the provider's redirect.
+        if flask_app.config.get("SESSION_COOKIE_SAMESITE") is None:
+            flask_app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+        flask_app.config["SESSION_COOKIE_HTTPONLY"] = True
         hooks = flask_app.before_request_funcs.setdefault(None, [])
         hooks.insert(0, self.before_request)
 

@@ -258,6 +258,8 @@ def test_ui_sign_in_with_the_code_flow_and_pkce(signed: Signed) -> None:
     assert urlsplit(callback).path == "/oidc/callback"
     back = browser.get(callback, allow_redirects=False, timeout=10)
     assert back.status_code == 302, back.text
+    cookie = back.headers["Set-Cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
     me = browser.get(f"{signed.url}/ajax-api/2.0/mlflow/users/current", timeout=10)
     assert me.status_code == 200, me.text
     assert me.json()["user"]["username"] == person

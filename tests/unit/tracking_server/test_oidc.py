@@ -219,3 +219,19 @@ def test_a_person_disabled_by_stack_users_is_refused(auth_store: Any) -> None:
 def test_a_missing_mlflow_role_says_which_job_makes_it(auth_store: Any) -> None:
     with pytest.raises(RoleMissing, match="create-users"):
         RoleSync(auth_store).apply("cy", "reader", time.time() + 300)
+
+
+def test_oidc_without_the_auth_app_is_refused_in_one_line(monkeypatch) -> None:
+    from tracking_server.oidc_settings import check_oidc
+
+    for name, value in {
+        "STACK_OIDC_ISSUER": ISSUER,
+        "STACK_OIDC_CLIENT_ID": "c",
+        "STACK_OIDC_ROLES": ROLES_TEXT,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="MLFLOW_AUTH=true"):
+        check_oidc(auth_on=False)
+    check_oidc(auth_on=True)
+    monkeypatch.delenv("STACK_OIDC_ISSUER")
+    check_oidc(auth_on=False)  # off: nothing asked
