@@ -270,6 +270,22 @@ def test_ui_sign_in_with_the_code_flow_and_pkce(signed: Signed) -> None:
     )
     assert found.status_code == 200, found.text
     assert browser.get(f"{signed.url}/", allow_redirects=False, timeout=10).status_code == 200
+    # MLflow's native FastAPI artifact routes take the session too (its bridge to the
+    # authorization function): a trainer uploads with a token, the signed-in reader downloads.
+    bearer = {"Authorization": f"Bearer {signed.token(f'tia-{person}', GROUPS['trainer'])}"}
+    run = requests.post(
+        signed.api("runs/create"),
+        json={"experiment_id": signed.experiment_id},
+        headers=bearer,
+        timeout=10,
+    )
+    assert run.status_code == 200, run.text
+    root = run.json()["run"]["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/")
+    note = f"{signed.url}/api/2.0/mlflow-artifacts/artifacts/{root}/note.txt"
+    uploaded = requests.put(note, data=b"hello", headers=bearer, timeout=10)
+    assert uploaded.status_code == 200, uploaded.text
+    downloaded = browser.get(note.replace("/api/", "/ajax-api/"), timeout=10)
+    assert downloaded.status_code == 200 and downloaded.content == b"hello", downloaded.text
     # A reader may not move aliases from the UI either.
     refused = browser.post(
         f"{signed.url}/ajax-api/2.0/mlflow/registered-models/alias",
