@@ -98,12 +98,17 @@ class SignIn:
         return self.oauth.create_client(CLIENT_NAME)
 
     def login(self) -> Any:
+        import requests
         from flask import url_for
 
         redirect_uri = self.redirect_uri or url_for("oidc_callback_route", _external=True)
-        return self._client().authorize_redirect(redirect_uri)
+        try:
+            return self._client().authorize_redirect(redirect_uri)
+        except requests.RequestException as exc:  # the provider's discovery document
+            return _unavailable(self.settings.issuer_url, exc)
 
     def callback(self) -> Any:
+        import requests
         from authlib.integrations.base_client import OAuthError
         from flask import make_response, redirect, session
 
@@ -111,6 +116,8 @@ class SignIn:
 
         try:
             token = self._client().authorize_access_token()
+        except requests.RequestException as exc:  # the provider's token endpoint or keys
+            return _unavailable(self.settings.issuer_url, exc)
         except (OAuthError, ValueError) as exc:
             logger.info("sign-in refused: %s", exc)
             response = make_response(f"Sign-in failed: {exc}; try again at {LOGIN}\n")
@@ -120,6 +127,18 @@ class SignIn:
         session[SESSION_KEY] = session_claims(userinfo, self.settings)
         logger.info("signed in through the provider: %s", userinfo.get("sub"))
         return redirect("/")
+
+
+def _unavailable(issuer: str, exc: Exception) -> Any:
+    from flask import make_response
+
+    logger.warning("the identity provider %s did not answer: %s", issuer, exc)
+    response = make_response(
+        f"The identity provider {issuer} did not answer; try again later, or sign in with a "
+        "password\n"
+    )
+    response.status_code = 503
+    return response
 
 
 def install(flask_app: Any) -> None:
