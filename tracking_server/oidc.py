@@ -24,6 +24,8 @@ it several times per request.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -68,11 +70,15 @@ class Oidc:
                 f"{self.settings.groups_claim!r}); mapped: {self.settings.mapping_text()}"
             )
         until = float(claims.get("exp") or time.time() + 60)
-        token = f"{claims.get('jti', '')}/{claims.get('iat', '')}/{claims.get('exp', '')}"
+        # Which token (or session) this is: its claims, whole (two tokens issued in the same
+        # second for other groups differ; the provider's iat and exp alone would not).
+        token = hashlib.sha256(json.dumps(claims, sort_keys=True, default=str).encode()).hexdigest()
         try:
-            self.sync.apply(username, role, until, token)
+            changed = self.sync.apply(username, role, until, token)
         except (Disabled, RoleMissing) as exc:
             raise Refused(str(exc)) from None
+        if changed:
+            _forget_rows_read_in_this_request()
         return username
 
 
@@ -124,6 +130,17 @@ def _authenticate() -> Any:
         _audit_refusal(exc, claims)
         return forbidden_response(str(exc))
     return _authorization(username)
+
+
+def _forget_rows_read_in_this_request() -> None:
+    """The user's row changed (admin flag): the rows this request remembered are stale, and
+    MLflow's admin check must not judge it by them (tracking_server/request_memo.py)."""
+    from flask import g, has_app_context
+
+    from tracking_server.request_memo import MEMO_KEY
+
+    if has_app_context() and g.get(MEMO_KEY) is not None:
+        setattr(g, MEMO_KEY, {})
 
 
 def _authorization(username: str) -> Any:

@@ -72,14 +72,16 @@ class RoleSync:
             until > self.clock()
         )
 
-    def apply(self, username: str, role: str, until: float, token: str = "") -> None:
+    def apply(self, username: str, role: str, until: float, token: str = "") -> bool:
         """Bring ``username`` to ``role`` (made if new), unless done already within ``until``;
         :class:`Disabled` for a person stack-users disabled, :class:`RoleMissing` when the MLflow
         role is not there. One user-row read when remembered (the same read MLflow's admin check
-        makes, once per request: tracking_server/request_memo.py)."""
+        makes, once per request: tracking_server/request_memo.py). Whether the user's row or
+        roles changed (then rows read earlier in this request are stale)."""
         user = self._existing(username)
         if user is not None and self.remembered(username, role, user.password_hash, token):
-            return
+            return False
+        created = user is None
         if user is None:
             user = self._create(username)
         elif not user.is_admin and not self._stack_roles(user):
@@ -89,7 +91,8 @@ class RoleSync:
                 f"{username!r} holds no stack role (disabled with stack-users); an admin "
                 "re-enables them with 'stack-users set-role'"
             )
-        if self._set_role(user, role):
+        changed = self._set_role(user, role)
+        if changed:
             audit_logger.info(
                 "role of %s set to %s from the identity provider's groups",
                 username,
@@ -100,6 +103,7 @@ class RoleSync:
             if len(self._applied) >= MAX_REMEMBERED:
                 self._applied.clear()
             self._applied[username] = (role, until, user.password_hash, token)
+        return changed or created
 
     def _existing(self, username: str) -> Any:
         from mlflow.exceptions import MlflowException

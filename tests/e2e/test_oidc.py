@@ -237,6 +237,12 @@ def test_the_role_follows_the_groups_at_the_next_token(signed: Signed) -> None:
         signed.api("registered-models/alias"), json=alias, headers=headers, timeout=10
     )
     assert moved.status_code == 403, moved.text
+    # The admin flag follows too, from the very request whose token carries the change.
+    users = f"{signed.url}/api/2.0/mlflow/users/get"
+    for groups, status in (((GROUPS["reader"], "ml-admins"), 200), ((GROUPS["reader"],), 403)):
+        headers = {"Authorization": f"Bearer {signed.token(person, *groups)}"}
+        seen = requests.get(users, params={"username": person}, headers=headers, timeout=10)
+        assert seen.status_code == status, (groups, seen.text)
 
 
 def test_ui_sign_in_with_the_code_flow_and_pkce(signed: Signed) -> None:
