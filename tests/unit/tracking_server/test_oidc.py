@@ -235,3 +235,22 @@ def test_oidc_without_the_auth_app_is_refused_in_one_line(monkeypatch) -> None:
     check_oidc(auth_on=True)
     monkeypatch.delenv("STACK_OIDC_ISSUER")
     check_oidc(auth_on=False)  # off: nothing asked
+
+
+def test_a_worker_skips_the_sync_only_for_the_token_it_applied(auth_store: Any) -> None:
+    make_roles(auth_store)
+    sync = RoleSync(auth_store)
+    until = time.time() + 300
+    assert sync.apply("eva", "reader", until, "token-1")  # made
+    assert not sync.apply("eva", "reader", until, "token-1")  # remembered: no store write
+    # Another worker moved her to promoter; a new token for reader brings her back here.
+    user = auth_store.get_user("eva")
+    auth_store.unassign_role_from_user(
+        user.id, auth_store.get_role_by_name("default", "stack-reader").id
+    )
+    auth_store.assign_role_to_user(
+        user.id, auth_store.get_role_by_name("default", "stack-promoter").id
+    )
+    assert sync.apply("eva", "reader", until, "token-2")
+    assert stack_roles(auth_store, "eva") == ["stack-reader"]
+    assert not RoleSync(auth_store, clock=lambda: until + 1).remembered("eva", "reader", "", "x")
