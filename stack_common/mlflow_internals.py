@@ -44,6 +44,17 @@ def authenticate_fastapi_request(request: Any) -> Any:
     return _authenticate_fastapi_request(request)
 
 
+def authenticate_custom_fastapi_request(request: Any) -> Any:
+    """The user a Starlette request names through the configured ``authorization_function``
+    (``mlflow.server.auth._authenticate_custom_for_fastapi``, MLflow's bridge to a Flask-side
+    function), or None when it answers with a response (401, 403): with OIDC on,
+    tracking_server/native_gate.py judges native FastAPI routes with it."""
+    from mlflow.server.auth import _authenticate_custom_for_fastapi
+
+    user = _authenticate_custom_for_fastapi(request)
+    return user if hasattr(user, "is_admin") else None
+
+
 def artifacts_destination_repo() -> Any:
     """The artifact repository behind the server's proxy, rooted at ``--artifacts-destination``
     (``mlflow.server.handlers._get_artifact_repo_mlflow_artifacts``):

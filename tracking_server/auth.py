@@ -40,6 +40,7 @@ LEGACY_DEFAULT_PASSWORD = "password1234"
 MIN_PASSWORD_LENGTH = 12  # MLflow's own policy (mlflow.utils.validation._validate_password)
 PERMISSIONS = ("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")
 DEFAULT_CACHE_TTL_SECONDS = 60
+MLFLOW_AUTHORIZATION_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class AuthSettings:
     # user deleted through another worker is honoured by this one only after the TTL; 0 turns
     # the cache off.
     cache_ttl_seconds: int = DEFAULT_CACHE_TTL_SECONDS
+    # Who sends a request: MLflow's password check, or tracking_server.oidc:authenticate
+    # (Basic and Bearer) when STACK_OIDC_ISSUER is set (the launcher sets it).
+    authorization_function: str = MLFLOW_AUTHORIZATION_FUNCTION
 
 
 def default_database_uri(backend_store_uri: str, root: Path) -> str:
@@ -131,7 +135,7 @@ def write_config(settings: AuthSettings, directory: str | None = None) -> Path:
         f"database_uri = {settings.database_uri.replace('%', '%%')}\n"
         f"admin_username = {settings.admin_username}\n"
         f"auth_cache_ttl_seconds = {settings.cache_ttl_seconds}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        f"authorization_function = {settings.authorization_function}\n"
         "grant_default_workspace_access = false\n"
     )
     fd, name = tempfile.mkstemp(prefix="mlflow-basic-auth-", suffix=".ini", dir=directory)

@@ -27,6 +27,7 @@ from tracking_server.backend import (
     wait_for_database,
     wait_for_schema,
 )
+from tracking_server.oidc_settings import check_oidc, with_oidc
 from tracking_server.settings import ServerSettings
 
 logger = logging.getLogger("tracking_server")
@@ -146,7 +147,7 @@ def server_environment(settings: ServerSettings) -> dict[str, str]:
     env.pop("MLFLOW_UVICORN_OPTS", None)
     env.pop("MLFLOW_GUNICORN_OPTS", None)
     if settings.auth is not None:
-        env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_config(settings.auth))
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_config(with_oidc(settings.auth)))
         env["MLFLOW_AUTH_ADMIN_USERNAME"] = settings.auth.admin_username
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("DO_NOT_TRACK", "true")
@@ -172,6 +173,7 @@ def main(check: bool, migrate_only: bool) -> None:
     setup_logging()
     try:
         settings = ServerSettings.from_env()
+        check_oidc(auth_on=settings.auth is not None)
         if migrate_only:
             wait_for_database(settings.backend_store_uri, settings.backend_wait_s)
             migrate(settings)

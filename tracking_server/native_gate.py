@@ -136,8 +136,12 @@ def native_gate_for(fastapi_app: Any) -> Callable[[ASGIApp], ASGIApp]:
     native routes (every route but the Flask mount)."""
     from mlflow.server import auth as mlflow_auth
 
-    from stack_common.mlflow_internals import authenticate_fastapi_request
+    from stack_common.mlflow_internals import (
+        authenticate_custom_fastapi_request,
+        authenticate_fastapi_request,
+    )
     from tracking_server import frozen_artifacts
+    from tracking_server.request_rules import bearer_supported
     from tracking_server.settings import ProtectionSettings
 
     native = [r for r in fastapi_app.routes if not (isinstance(r, Mount) and r.path == "")]
@@ -157,7 +161,10 @@ def native_gate_for(fastapi_app: Any) -> Callable[[ASGIApp], ASGIApp]:
             native,
             metrics_username=metrics_username,
             unprotected=mlflow_auth.is_unprotected_route,
-            authenticate=authenticate_fastapi_request,
+            # A custom authorization_function (OIDC: tracking_server/oidc.py) judges Bearer too.
+            authenticate=authenticate_custom_fastapi_request
+            if bearer_supported()
+            else authenticate_fastapi_request,
             frozen_reason=frozen_reason,
         )
 

@@ -4,7 +4,7 @@
   ``Digest`` (or ``Bearer``, or garbage) header's missing password to its credential cache, which
   fails with a 500 and a traceback on every request. Only ``Basic`` is accepted here, and
   ``Bearer`` as well when a custom ``authorization_function`` is configured (tracking_server/
-  identity.py may add one): whatever that function is, this check stays in front of it.
+  oidc.py, with STACK_OIDC_ISSUER set): whatever that function is, this check stays in front of it.
 * **Only admins manage users and permissions.** MLflow lets a user with MANAGE on a model grant
   MANAGE to others (v2 ``.../permissions/...`` and v3 ``users/permissions/grant``), revoke
   serving's READ, and work with roles: a promoter could then let the trainer move

@@ -57,7 +57,7 @@ from stack_common.mlflow_internals import (
     model_registry_store,
     wrap_cached_password_check,
 )
-from tracking_server import request_memo, server_info, version_digest
+from tracking_server import oidc_login, request_memo, server_info, version_digest
 from tracking_server.audit_text import quoted
 from tracking_server.default_workspace import remember_default_workspace
 from tracking_server.flask_lane import with_flask_lane
@@ -441,6 +441,8 @@ def create_app(app: Any = None) -> Any:
     setup_logging(logger_name="tracking_server")
     flask_app = mlflow_flask_app if app is None else app
     settings = ProtectionSettings.from_env()
+    # OIDC sign-in routes (when STACK_OIDC_ISSUER is set): answered ahead of every hook.
+    oidc_login.install(flask_app)
     # First of all hooks: a scheme MLflow's check cannot judge is a 401, never a 500; user and
     # permission management for admins; registered versions' files immutable.
     rules = RequestRules(bearer_supported())

@@ -16,6 +16,7 @@ from stack_common.settings import StackSettings
 from tracking_server.bootstrap_users import UsersSettings
 from tracking_server.cleanup import CleanupSettings
 from tracking_server.create_bucket import BucketSettings
+from tracking_server.oidc_settings import OidcSettings
 from tracking_server.settings import ServerSettings
 from tracking_server.users_cli import PeopleSettings
 from training.settings import TrainingSettings
@@ -34,6 +35,7 @@ SETTINGS_CLASSES: list[type[StackSettings]] = [
     LocalStackSettings,
     CleanupSettings,
     PeopleSettings,
+    OidcSettings,
 ]
 
 # Entries of .env.example that no settings class reads, and who does.

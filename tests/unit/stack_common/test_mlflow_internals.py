@@ -18,6 +18,8 @@ def test_the_store_getters_and_fastapi_authentication_exist() -> None:
         (handlers, "_get_model_registry_store"),
         (handlers, "_get_tracking_store"),
         (basic_auth, "_authenticate_fastapi_request"),
+        # The FastAPI bridge to a custom authorization_function (OIDC: native_gate.py).
+        (basic_auth, "_authenticate_custom_for_fastapi"),
     ):
         assert callable(getattr(module, name, None)), (
             f"MLflow no longer has {module.__name__}.{name}: "
