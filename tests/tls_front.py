@@ -29,7 +29,7 @@ MISSING = (
 
 @dataclass
 class TlsFront:
-    url: str  # https://localhost:<port>
+    url: str  # https://<host>:<port>
     ca_root: Path  # the internal CA's root certificate, for clients to trust
     process: subprocess.Popen
     log: Path
@@ -43,20 +43,25 @@ class TlsFront:
         from cryptography import x509
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-        port = int(self.url.rsplit(":", 1)[1])
-        pem = ssl.get_server_certificate(("localhost", port))
+        host, port = self.url.removeprefix("https://").rsplit(":", 1)
+        pem = ssl.get_server_certificate((host, int(port)))
         key = x509.load_pem_x509_certificate(pem.encode()).public_key()
         spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
 def start_tls_front(
-    upstream: str, root: Path, port: int | None = None, timeout_s: float = 30
+    upstream: str,
+    root: Path,
+    port: int | None = None,
+    host: str = "localhost",
+    timeout_s: float = 30,
 ) -> TlsFront:
-    """Caddy on ``port`` (default: a free one) of loopback, HTTPS for ``localhost`` with its
-    internal CA, proxying everything to ``upstream`` (``http://127.0.0.1:<port>``) with the
-    client's Host header, as Compose's front does: the tracking server must allow
-    ``localhost:<port>`` (``MLFLOW_SERVER_ALLOWED_HOSTS``)."""
+    """Caddy on ``port`` (default: a free one) of loopback, HTTPS for ``host`` (``localhost``
+    or ``127.0.0.1``: the internal CA signs either) with its internal CA, proxying everything to
+    ``upstream`` (``http://127.0.0.1:<port>``) with the client's Host header, as Compose's
+    front does: the tracking server must allow ``<host>:<port>``
+    (``MLFLOW_SERVER_ALLOWED_HOSTS``)."""
     assert CADDY is not None, MISSING
     port, http_port = port or free_port(), free_port()
     root.mkdir(parents=True, exist_ok=True)
@@ -71,7 +76,7 @@ def start_tls_front(
     https_port {port}
     storage file_system {root / "data"}
 }}
-localhost:{port} {{
+{host}:{port} {{
     tls internal
     reverse_proxy {upstream_host}
 }}
@@ -88,7 +93,7 @@ localhost:{port} {{
             env={"HOME": str(root), "XDG_DATA_HOME": str(root / "xdg"), "PATH": "/usr/bin:/bin"},
         )
     front = TlsFront(
-        f"https://localhost:{port}",
+        f"https://{host}:{port}",
         root / "data" / "pki" / "authorities" / "local" / "root.crt",
         process,
         log,

@@ -21,7 +21,7 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
-from tests.helpers import CHROMIUM_ARGS
+from tests.helpers import CHROMIUM_ARGS, cli_env, run_cli
 from tests.oidc_stack import ADMIN_PASSWORD, Signed, b64_json, signed_stack
 
 pytestmark = pytest.mark.e2e
@@ -219,23 +219,15 @@ def test_ui_sign_in_with_the_code_flow_and_pkce(signed: Signed) -> None:
 
 
 def test_a_person_disabled_with_stack_users_is_refused_at_the_next_request(signed: Signed) -> None:
-    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
-
     person = f"dan-{uuid.uuid4().hex[:6]}"
     token = signed.token(person, GROUPS["reader"])
     assert (
         signed.get("experiments/get", token, experiment_id=signed.experiment_id).status_code == 200
     )
-    # What 'stack-users disable' does (tracking_server/users_cli.py): the role removed, a random
-    # password set; the provider still lists the person in the readers' group.
-    store = SqlAlchemyStore()
-    store.init_db(f"sqlite:///{signed.log.parent / 'stack' / 'basic_auth.db'}")
-    try:
-        user = store.get_user(person)
-        store.unassign_role_from_user(user.id, store.get_role_by_name("default", "stack-reader").id)
-        store.update_user(person, password=uuid.uuid4().hex)
-    finally:
-        store.engine.dispose()
+    # The admin runs stack-users; the provider still lists the person in the readers' group.
+    admin = cli_env(signed.url, signed.model, MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    disabled = run_cli("tracking_server.users_cli", "disable", person, env=admin)
+    assert disabled.code == 0, disabled.stderr
     for _ in range(4):  # every worker, whatever it remembered
         answer = signed.get("experiments/get", token, experiment_id=signed.experiment_id)
         assert answer.status_code == 403, answer.text

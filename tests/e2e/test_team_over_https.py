@@ -1,0 +1,247 @@
+"""A team's MLflow over HTTPS, with sign-in through the company's identity provider (issue 22).
+
+Every part is real, on loopback:
+- Caddy (Debian's, its internal CA) is the HTTPS front, as in Compose's docker-compose.tls.yml.
+- The stack's tracking server runs with auth and OpenID Connect.
+- oidc-provider-mock is the identity provider.
+- The MLflow client and ``mlflow models serve`` use bearer tokens and verify the front's
+  certificate with the CA's root file only (never ``MLFLOW_TRACKING_INSECURE_TLS``).
+- Headless Chromium trusts exactly the front's key.
+
+The story:
+1. Tess, in the trainers' group, logs a model and registers it with a token.
+2. Pat, in the promoters' group, signs in with the browser and promotes that version in the UI.
+   The version records that Pat did it.
+3. Tess, signed in, is refused on ``production`` with MLflow's message.
+4. On another machine, ``mlflow models serve -m models:/…@production`` serves the model with
+   Tess's token.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from local_stack.processes import free_port, start_tracking_server, stop_group, wait_until_up
+from tests.conftest import STARTUP_TIMEOUT_S
+from tests.helpers import CHROMIUM_ARGS, cli_env, run_cli
+from tests.oidc_provider import Provider, run_provider
+from tests.tls_front import CADDY, MISSING, TlsFront, start_tls_front
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(CADDY is None, reason=MISSING),
+]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ADMIN_PASSWORD = "admin-team-https-secret"
+CLIENT_ID = "mlflow-stack-team"
+GROUPS = {"promoter": "ml-promoters", "trainer": "ml-trainers"}
+
+
+@dataclass
+class Team:
+    front: TlsFront
+    provider: Provider
+    model: str
+    root: Path
+
+    def token(self, person: str, role: str) -> str:
+        claims = {"preferred_username": person, "groups": [GROUPS[role]]}
+        return self.provider.id_token(person, claims)
+
+    def client_env(self, token: str) -> dict[str, str]:
+        """What a teammate's machine sets: the URL, the token and the CA's root."""
+        return {
+            "MLFLOW_TRACKING_URI": self.front.url,
+            "MLFLOW_TRACKING_TOKEN": token,
+            "MLFLOW_TRACKING_SERVER_CERT_PATH": str(self.front.ca_root),
+        }
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
+    root = tmp_path_factory.mktemp("team-https")
+    front_port = free_port()
+    front_url = f"https://127.0.0.1:{front_port}"
+    with run_provider(CLIENT_ID) as provider:
+        roles = ",".join(f"{role}={group}" for role, group in GROUPS.items())
+        server = start_tracking_server(
+            root / "stack",
+            free_port(),
+            root / "tracking.log",
+            {
+                "MLFLOW_AUTH": "true",
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": "team-https-flask-secret",
+                "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "STACK_OIDC_ISSUER": provider.issuer,
+                "STACK_OIDC_CLIENT_ID": CLIENT_ID,
+                "STACK_OIDC_CLIENT_SECRET": "team-https-client-secret",
+                "STACK_OIDC_ROLES": roles,
+                "STACK_OIDC_REDIRECT_URI": f"{front_url}/oidc/callback",
+                "MLFLOW_SERVER_ALLOWED_HOSTS": "127.0.0.1,127.0.0.1:*,localhost,localhost:*",
+                "TMPDIR": str(root),
+            },
+        )
+        front = None
+        try:
+            wait_until_up(server, "/health", STARTUP_TIMEOUT_S)
+            front = start_tls_front(server.url, root / "front", port=front_port, host="127.0.0.1")
+            model = f"team-{uuid.uuid4().hex[:8]}"
+            # The team's experiment, model and roles: the create-users job, as in Compose.
+            jobs = cli_env(
+                server.url,
+                model,
+                MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
+                STACK_SERVING_PASSWORD="serving-team-secret",
+            )
+            created = run_cli("tracking_server.bootstrap_users", env=jobs)
+            assert created.code == 0, created.stderr
+            yield Team(front, provider, model, root)
+        finally:
+            if front is not None:
+                front.stop()
+            server.stop()
+
+
+def _log_and_register(team: Team, token: str) -> str:
+    """Tess's notebook: a scikit-learn model logged, registered and made the challenger, over
+    HTTPS, with a token."""
+    script = f"""
+import mlflow, numpy as np
+from sklearn.linear_model import LinearRegression
+mlflow.set_experiment({team.model!r})
+x = np.arange(10.0).reshape(-1, 1)
+with mlflow.start_run():
+    info = mlflow.sklearn.log_model(
+        LinearRegression().fit(x, 3 * x.ravel()), name="model",
+        registered_model_name={team.model!r}, input_example=x[:2],
+    )
+version = info.registered_model_version
+mlflow.MlflowClient().set_registered_model_alias({team.model!r}, "challenger", version)
+print(version)
+"""
+    env = os.environ | team.client_env(token)
+    env.pop("MLFLOW_TRACKING_USERNAME", None)
+    env.pop("MLFLOW_TRACKING_PASSWORD", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def _set_production_in_the_ui(team: Team, person: str, version: str, shot: Path) -> str:
+    """``person`` signs in with Chromium over HTTPS and sets ``production`` on ``version``; what
+    the aliases dialog then says."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM is not None
+    pin = f"--ignore-certificate-errors-spki-list={team.front.leaf_spki_sha256()}"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, pin])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            try:
+                page.goto(f"{team.front.url}/")  # no session: to the provider's form
+                page.wait_for_url(f"{team.provider.issuer}/oauth2/authorize*")
+                page.fill("input[name=sub]", person)
+                page.get_by_role("button", name="Authorize").click()
+                page.wait_for_url(f"{team.front.url}/**")
+                # Workspaces are on with auth: the UI names the workspace in the route.
+                page.goto(
+                    f"{team.front.url}/#/models/{team.model}/versions/{version}?workspace=default"
+                )
+                page.get_by_title("Edit aliases").click()
+                dialog = page.get_by_role("dialog")
+                dialog.get_by_role("combobox").fill("production")
+                dialog.get_by_role("combobox").press("Enter")
+                dialog.get_by_role("button", name="Save aliases").click()
+                denied = dialog.get_by_text("Permission denied").first
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    if not dialog.is_visible():
+                        return "saved"
+                    if denied.is_visible():
+                        return denied.inner_text()
+                    time.sleep(0.2)
+                return "neither saved nor refused"
+            finally:
+                page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+
+
+def _production(team: Team, token: str) -> dict:
+    answer = requests.get(
+        f"{team.front.url}/api/2.0/mlflow/registered-models/alias",
+        params={"name": team.model, "alias": "production"},
+        headers={"Authorization": f"Bearer {token}"},
+        verify=str(team.front.ca_root),
+        timeout=30,
+    )
+    return {"status": answer.status_code, **answer.json()}
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_a_team_trains_promotes_and_serves_over_https_with_sign_in(
+    team: Team, tmp_path: Path
+) -> None:
+    tess_token = team.token("tess", "trainer")
+    version = _log_and_register(team, tess_token)
+
+    # Tess, signed in, may not set production; Pat may, and the version says it was Pat.
+    said = _set_production_in_the_ui(team, "tess", version, tmp_path / "tess.png")
+    assert "Permission denied" in said, said
+    assert _production(team, tess_token)["status"] == 400  # no production yet
+    team.token("pat", "promoter")  # Pat's groups at the provider
+    said = _set_production_in_the_ui(team, "pat", version, tmp_path / "pat.png")
+    assert said == "saved", said
+    production = _production(team, tess_token)["model_version"]
+    assert production["version"] == version
+    tags = {t["key"]: t["value"] for t in production.get("tags", [])}
+    assert tags["stack.promoted_by"] == "pat", tags
+
+    # A teammate's machine serves production with MLflow's own server and Tess's token.
+    port = free_port()
+    env = os.environ | team.client_env(tess_token)
+    env.pop("MLFLOW_TRACKING_USERNAME", None)
+    env.pop("MLFLOW_TRACKING_PASSWORD", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # uvicorn
+    log = (tmp_path / "models-serve.log").open("wb")
+    served = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "models", "serve",
+            "-m", f"models:/{team.model}@production",
+            "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
+        ],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and served.poll() is None:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"inputs": [[2.0]]},
+            timeout=30,
+        )
+        assert answer.status_code == 200, (tmp_path / "models-serve.log").read_text()[-3000:]
+        assert abs(answer.json()["predictions"][0] - 6.0) < 1e-6
+    finally:
+        stop_group(served.pid)
+        log.close()
