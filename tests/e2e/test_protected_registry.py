@@ -8,6 +8,12 @@ versions, ``production`` and ``challenger`` set and tags on both, and gets the i
 only admins hard-delete, only promoters (MANAGE) and admins move ``production``/``previous``,
 everything else is what MLflow grants. The list of endpoints is MLflow's own: an endpoint this
 test does not classify fails it. Alias moves and refusals leave audit lines in the server log.
+
+The same table holds for people who come through the company's identity provider: the server
+also takes a real OpenID provider's tokens (test_security.py's fixture), and ``sso-trainer`` and
+``sso-promoter`` call every endpoint with ``Authorization: Bearer`` (their MLflow users made by
+their first token, their groups mapped to the stack's roles, granted on each model as the Basic
+users are).
 """
 
 from __future__ import annotations
@@ -34,11 +40,19 @@ secured = test_security.secured  # the same module-scoped server fixture, starte
 CREDENTIALS = {"anonymous": None, "admin": ("admin", ADMIN_PASSWORD)} | {
     user: (user, password) for user, password in PASSWORDS.items()
 }
-USERS = ("anonymous", "trainer", "promoter", "serving", "admin")
+# People with bearer tokens from the OpenID provider, and the group each is in.
+TOKEN_USERS = {"sso-trainer": "ml-trainers", "sso-promoter": "ml-promoters"}
+USERS = ("anonymous", "trainer", "promoter", "serving", "admin", *TOKEN_USERS)
 # Each user's permission on the registered model, as tracking_server/bootstrap_users.py grants.
-GRANTS = {"trainer": "EDIT", "promoter": "MANAGE", "serving": "READ"}
-PROMOTERS = frozenset({"promoter", "admin"})
-EDITORS = frozenset({"trainer", "promoter", "admin"})
+GRANTS = {
+    "trainer": "EDIT",
+    "promoter": "MANAGE",
+    "serving": "READ",
+    "sso-trainer": "EDIT",
+    "sso-promoter": "MANAGE",
+}
+PROMOTERS = frozenset({"promoter", "admin", "sso-promoter"})
+EDITORS = frozenset({"trainer", "promoter", "admin", "sso-trainer", "sso-promoter"})
 ADMIN = frozenset({"admin"})
 
 # ModelRegistryService methods that only read: no case needed, but they must be named here.
@@ -70,7 +84,11 @@ def _alias(alias: str, version: str = "2") -> Callable[[str], dict]:
 
 
 CASES = {
-    "create-model": Case("CreateRegisteredModel", lambda m: {"name": f"{m}-new"}, ADMIN),
+    # A person with the trainer role creates models of their own (the role's workspace USE:
+    # tracking_server/roles.py); the trainer job's user does not.
+    "create-model": Case(
+        "CreateRegisteredModel", lambda m: {"name": f"{m}-new"}, ADMIN | {"sso-trainer"}
+    ),
     # MLflow lets EDIT rename a model (docs/security.md: a known gap, not changed here).
     "rename-model": Case(
         "RenameRegisteredModel", lambda m: {"name": m, "new_name": f"{m}-renamed"}, EDITORS
@@ -139,14 +157,24 @@ class Registry:
         self.secured = secured
         self.admin = requests.Session()
         self.admin.auth = CREDENTIALS["admin"]
+        assert secured.provider is not None
+        self.tokens = {
+            user: secured.provider.id_token(user, {"preferred_username": user, "groups": [group]})
+            for user, group in TOKEN_USERS.items()
+        }
+        for user in TOKEN_USERS:  # the first token makes the person's MLflow user
+            made = self.call(user, "GET", "/api/2.0/mlflow/users/current", {})
+            assert made.status_code == 200, made.text
         self.run_id, self.source = self._run()
         self.shared_model = self.fresh_model()
 
     def call(self, user: str, method: str, path: str, body: dict) -> requests.Response:
         send = {"params": body} if method == "GET" else {"json": body}
-        return requests.request(
-            method, f"{self.secured.url}{path}", auth=CREDENTIALS[user], timeout=30, **send
-        )
+        if user in TOKEN_USERS:
+            send |= {"headers": {"Authorization": f"Bearer {self.tokens[user]}"}}
+        else:
+            send |= {"auth": CREDENTIALS[user]}
+        return requests.request(method, f"{self.secured.url}{path}", timeout=30, **send)
 
     def _admin(self, method: str, path: str, body: dict) -> dict:
         answer = self.admin.request(method, f"{self.secured.url}/api/{path}", json=body, timeout=30)

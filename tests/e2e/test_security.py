@@ -25,6 +25,7 @@ from local_stack.processes import free_port, start_tracking_server, wait_until_u
 from stack_common.scoring import predict
 from tests.conftest import STARTUP_TIMEOUT_S, ServiceFactory
 from tests.helpers import cli_env, run_cli, wait_for_version
+from tests.oidc_provider import Provider, run_provider
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +45,12 @@ SERVER_SECRETS = {
 }
 
 
+# Sign-in through a real OpenID provider is on too (tests/oidc_provider.py): its people's
+# groups map to the stack's roles, so test_protected_registry.py asks token users as well.
+OIDC_CLIENT_ID = "mlflow-stack-security"
+OIDC_ROLES = "promoter=ml-promoters,trainer=ml-trainers,reader=ml-readers"
+
+
 @dataclass
 class Secured:
     """The server under test and how each user talks to it."""
@@ -52,6 +59,7 @@ class Secured:
     model: str
     root: Path
     scratch: Path  # the server's TMPDIR: where the launcher wrote MLflow's auth ini
+    provider: Provider | None = None  # the OpenID provider, when the server takes its tokens
 
     def api(self, path: str) -> str:
         return f"{self.url}/api/2.0/mlflow/{path}"
@@ -88,21 +96,28 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     root = tmp_path_factory.mktemp("secured")
     scratch = root / "tmp"
     scratch.mkdir()
-    service = start_tracking_server(
-        root / "stack",
-        free_port(),
-        root / "tracking.log",
-        SERVER_SECRETS | {"TMPDIR": str(scratch)},
-    )
-    try:
-        wait_until_up(service, "/health", STARTUP_TIMEOUT_S)
-        secured = Secured(service.url, f"test-{uuid.uuid4().hex[:10]}", root, scratch)
-        created = run_cli("tracking_server.bootstrap_users", env=secured.bootstrap_env())
-        assert created.code == 0, created.stderr
-        assert len(created.stdout.splitlines()) == 4, created.stdout
-        yield secured
-    finally:
-        service.stop()
+    with run_provider(OIDC_CLIENT_ID) as provider:
+        oidc = {
+            "STACK_OIDC_ISSUER": provider.issuer,
+            "STACK_OIDC_CLIENT_ID": OIDC_CLIENT_ID,
+            "STACK_OIDC_ROLES": OIDC_ROLES,
+        }
+        service = start_tracking_server(
+            root / "stack",
+            free_port(),
+            root / "tracking.log",
+            SERVER_SECRETS | oidc | {"TMPDIR": str(scratch)},
+        )
+        try:
+            wait_until_up(service, "/health", STARTUP_TIMEOUT_S)
+            model = f"test-{uuid.uuid4().hex[:10]}"
+            secured = Secured(service.url, model, root, scratch, provider)
+            created = run_cli("tracking_server.bootstrap_users", env=secured.bootstrap_env())
+            assert created.code == 0, created.stderr
+            assert len(created.stdout.splitlines()) == 4, created.stdout
+            yield secured
+        finally:
+            service.stop()
 
 
 @pytest.mark.parametrize(
