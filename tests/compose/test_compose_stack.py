@@ -268,11 +268,34 @@ def check_locked_down(stack: ComposeProject, ui: str, model: str) -> None:
     assert run.status_code == 403, run.text
 
     check_registry_integrity(ui, model)
+    check_a_person_added(stack, ui, model)
 
     for service in ("tracking-server", "serving"):
         state = json.loads(stack.python_in(service, LOCKED_DOWN))
         assert state["root"] == "EROFS" and state["uid"] == 10001, (service, state)
     assert json.loads(stack.python_in("tracking-server", LOCKED_DOWN))["ini_modes"] == ["0o600"]
+
+
+def check_a_person_added(stack: ComposeProject, ui: str, model: str) -> None:
+    """Issue 22: the admin adds a person with the create-users image, as the README says; they
+    read the team's model under their own name and may not move production."""
+    added = stack.run(
+        "run", "--rm", "-T", "create-users", "stack-users", "add", "alice", "--role", "trainer",
+        step="stack-users add",
+    )  # fmt: skip
+    [password] = re.findall(r"give it to alice\): (\S+)", added.stdout)
+    alice = ("alice", password)
+    got = requests.get(
+        f"{ui}/api/2.0/mlflow/registered-models/get", params={"name": model}, auth=alice, timeout=10
+    )
+    assert got.status_code == 200, got.text
+    moved = requests.post(
+        f"{ui}/api/2.0/mlflow/registered-models/alias",
+        json={"name": model, "alias": "production", "version": "1"},
+        auth=alice,
+        timeout=10,
+    )
+    assert moved.status_code == 403, moved.text
 
 
 def check_registry_integrity(ui: str, model: str) -> None:
