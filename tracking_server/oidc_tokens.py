@@ -127,7 +127,8 @@ class TokenVerifier:
             raise TokenRejected(f"not a JWT: {exc}") from None
         registry = jwt.JWTClaimsRegistry(
             leeway=self.leeway_s,
-            iss={"essential": True, "value": self.issuer},
+            # Some issuers (Auth0) end their iss with a slash; the setting may or may not.
+            iss={"essential": True, "values": [self.issuer, f"{self.issuer}/"]},
             aud={"essential": True, "value": self.audience},
             exp={"essential": True},
         )
