@@ -1,5 +1,6 @@
-"""The stack of tests/e2e/test_oidc.py: a real OIDC provider and a real tracking server with
-``STACK_OIDC_ISSUER`` set, and how a test speaks to them as a person with a bearer token."""
+"""The stack of tests/e2e/test_oidc.py and test_team_over_https.py: a real OIDC provider and a
+real tracking server with ``STACK_OIDC_ISSUER`` set, and how a test speaks to them as a person
+with a bearer token."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from mlflow import MlflowClient
 
 from local_stack.processes import free_port, start_tracking_server, wait_until_up
 from tests.conftest import STARTUP_TIMEOUT_S
+from tests.helpers import cli_env, run_cli
 from tests.oidc_provider import Provider, run_provider
-from tracking_server.roles import PERSON_ROLES, ROLES, mlflow_role_name
 
 ADMIN_PASSWORD = "admin-oidc-e2e-secret"
 CLIENT_ID = "mlflow-stack-e2e"
@@ -56,25 +57,13 @@ class Signed:
         return MlflowClient(self.url)
 
 
-def make_mlflow_roles(auth_db: Path, experiment_id: str, model: str) -> None:
-    """The stack's MLflow roles in the default workspace, as the create-users job makes them."""
-    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
-
-    store = SqlAlchemyStore()
-    store.init_db(f"sqlite:///{auth_db}")
-    for name in PERSON_ROLES:
-        if ROLES[name].admin:
-            continue
-        role = store.create_role(mlflow_role_name(name), "default")
-        for resource, pattern, permission in ROLES[name].permissions(experiment_id, model):
-            store.add_role_permission(role.id, resource, pattern, permission)
-    store.engine.dispose()
-
-
 @contextmanager
-def signed_stack(root: Path, groups: Mapping[str, str]) -> Iterator[Signed]:
-    """The provider, the server (``admin=ml-admins`` plus ``groups``: role -> group), a team
-    experiment and model made by the admin, the stack's MLflow roles on them."""
+def signed_stack(
+    root: Path, groups: Mapping[str, str], extra_env: Mapping[str, str] | None = None
+) -> Iterator[Signed]:
+    """The provider, the server (``admin=ml-admins`` plus ``groups``: role -> group; more
+    settings in ``extra_env``), and the team's experiment, model and the stack's MLflow roles
+    on them, made by the real create-users job as in Compose."""
     with run_provider(CLIENT_ID) as provider:
         roles = ",".join(f"{role}={group}" for role, group in groups.items())
         service = start_tracking_server(
@@ -90,25 +79,28 @@ def signed_stack(root: Path, groups: Mapping[str, str]) -> Iterator[Signed]:
                 "STACK_OIDC_CLIENT_SECRET": "oidc-e2e-client-secret",
                 "STACK_OIDC_ROLES": f"admin=ml-admins,{roles}",
                 "TMPDIR": str(root),
+                **(extra_env or {}),
             },
         )
         try:
             wait_until_up(service, "/health", STARTUP_TIMEOUT_S)
             model = f"test-{uuid.uuid4().hex[:10]}"
-            admin = requests.Session()
-            admin.auth = ("admin", ADMIN_PASSWORD)
-            created = admin.post(
-                f"{service.url}/api/2.0/mlflow/experiments/create", json={"name": model}, timeout=10
+            jobs = cli_env(
+                service.url,
+                model,
+                MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
+                STACK_SERVING_PASSWORD="serving-oidc-e2e-secret",
             )
-            assert created.status_code == 200, created.text
-            experiment_id = created.json()["experiment_id"]
-            made = admin.post(
-                f"{service.url}/api/2.0/mlflow/registered-models/create",
-                json={"name": model},
+            created = run_cli("tracking_server.bootstrap_users", env=jobs)
+            assert created.code == 0, created.stderr
+            found = requests.get(
+                f"{service.url}/api/2.0/mlflow/experiments/get-by-name",
+                params={"experiment_name": model},
+                auth=("admin", ADMIN_PASSWORD),
                 timeout=10,
             )
-            assert made.status_code == 200, made.text
-            make_mlflow_roles(root / "stack" / "basic_auth.db", experiment_id, model)
+            assert found.status_code == 200, found.text
+            experiment_id = found.json()["experiment"]["experiment_id"]
             yield Signed(service.url, provider, model, experiment_id, root / "tracking.log")
         finally:
             service.stop()

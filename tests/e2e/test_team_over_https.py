@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +31,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from local_stack.processes import free_port, start_tracking_server, stop_group, wait_until_up
-from tests.conftest import STARTUP_TIMEOUT_S
-from tests.helpers import CHROMIUM_ARGS, cli_env, run_cli
-from tests.oidc_provider import Provider, run_provider
+from local_stack.processes import free_port, stop_group
+from tests.helpers import CHROMIUM_ARGS
+from tests.oidc_provider import Provider
+from tests.oidc_stack import Signed, signed_stack
 from tests.tls_front import CADDY, MISSING, TlsFront, start_tls_front
 
 pytestmark = [
@@ -44,21 +43,24 @@ pytestmark = [
 ]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ADMIN_PASSWORD = "admin-team-https-secret"
-CLIENT_ID = "mlflow-stack-team"
 GROUPS = {"promoter": "ml-promoters", "trainer": "ml-trainers"}
 
 
 @dataclass
 class Team:
     front: TlsFront
-    provider: Provider
-    model: str
-    root: Path
+    signed: Signed
+
+    @property
+    def model(self) -> str:
+        return self.signed.model
+
+    @property
+    def provider(self) -> Provider:
+        return self.signed.provider
 
     def token(self, person: str, role: str) -> str:
-        claims = {"preferred_username": person, "groups": [GROUPS[role]]}
-        return self.provider.id_token(person, claims)
+        return self.signed.token(person, GROUPS[role])
 
     def client_env(self, token: str) -> dict[str, str]:
         """What a teammate's machine sets: the URL, the token and the CA's root."""
@@ -73,45 +75,16 @@ class Team:
 def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
     root = tmp_path_factory.mktemp("team-https")
     front_port = free_port()
-    front_url = f"https://127.0.0.1:{front_port}"
-    with run_provider(CLIENT_ID) as provider:
-        roles = ",".join(f"{role}={group}" for role, group in GROUPS.items())
-        server = start_tracking_server(
-            root / "stack",
-            free_port(),
-            root / "tracking.log",
-            {
-                "MLFLOW_AUTH": "true",
-                "MLFLOW_FLASK_SERVER_SECRET_KEY": "team-https-flask-secret",
-                "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
-                "STACK_OIDC_ISSUER": provider.issuer,
-                "STACK_OIDC_CLIENT_ID": CLIENT_ID,
-                "STACK_OIDC_CLIENT_SECRET": "team-https-client-secret",
-                "STACK_OIDC_ROLES": roles,
-                "STACK_OIDC_REDIRECT_URI": f"{front_url}/oidc/callback",
-                "MLFLOW_SERVER_ALLOWED_HOSTS": "127.0.0.1,127.0.0.1:*,localhost,localhost:*",
-                "TMPDIR": str(root),
-            },
-        )
-        front = None
+    behind_the_front = {
+        "STACK_OIDC_REDIRECT_URI": f"https://127.0.0.1:{front_port}/oidc/callback",
+        "MLFLOW_SERVER_ALLOWED_HOSTS": "127.0.0.1,127.0.0.1:*,localhost,localhost:*",
+    }
+    with signed_stack(root, GROUPS, behind_the_front) as signed:
+        front = start_tls_front(signed.url, root / "front", port=front_port, host="127.0.0.1")
         try:
-            wait_until_up(server, "/health", STARTUP_TIMEOUT_S)
-            front = start_tls_front(server.url, root / "front", port=front_port, host="127.0.0.1")
-            model = f"team-{uuid.uuid4().hex[:8]}"
-            # The team's experiment, model and roles: the create-users job, as in Compose.
-            jobs = cli_env(
-                server.url,
-                model,
-                MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
-                STACK_SERVING_PASSWORD="serving-team-secret",
-            )
-            created = run_cli("tracking_server.bootstrap_users", env=jobs)
-            assert created.code == 0, created.stderr
-            yield Team(front, provider, model, root)
+            yield Team(front, signed)
         finally:
-            if front is not None:
-                front.stop()
-            server.stop()
+            front.stop()
 
 
 def _log_and_register(team: Team, token: str) -> str:
