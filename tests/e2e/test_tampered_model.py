@@ -129,6 +129,9 @@ def test_files_changed_after_registration_are_never_served(
     answer = predict(serving.url, [5.0])
     assert answer.model_version == "1" and answer.grades == v1_grades
     assert "refusing" in serving.log_path.read_text() and "expected" in reason
+    # ... and counts it: the rejected switch on serving's /metrics.
+    scraped = requests.get(f"{serving.url}/metrics", timeout=10).text
+    assert 'serving_model_switches_total{result="rejected"} 1.0' in scraped, scraped[-2000:]
 
     # A new replica, empty cache, production on the tampered version 2: it does not serve it.
     fresh = services.serving(
