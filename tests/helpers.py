@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import requests
 
+from local_stack.processes import Service, base_env, free_port
+
 
 @dataclass(frozen=True)
 class CliResult:
@@ -242,3 +244,35 @@ def wait_for(condition, timeout_s: float = 60, what: str = "condition"):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_mlflow_models_serve(
+    folder: Path, log: Path, model_uri: str, env: Mapping[str, str | None]
+) -> Service:
+    """``mlflow models serve -m <model_uri>`` as a user runs it, on a free loopback port: the
+    local env manager (the default virtualenv one needs a network this machine lacks), the
+    venv's ``bin`` on PATH (MLflow starts ``uvicorn`` from it). ``env`` adds the tracking URI
+    and credentials; a None value unsets a variable. Not waited for: callers wait on /ping."""
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    full = base_env(folder)
+    for name, value in env.items():
+        if value is None:
+            full.pop(name, None)
+        else:
+            full[name] = value
+    full["PATH"] = f"{bin_dir}{os.pathsep}{full.get('PATH', '')}"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                str(bin_dir / "mlflow"),
+                *("models", "serve", "-m", model_uri),
+                *("--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)),
+            ],
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return Service("plain", process, log, f"http://127.0.0.1:{port}")

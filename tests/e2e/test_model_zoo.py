@@ -14,9 +14,6 @@ batched: the row-wise flavour and the opted-in row-safe models, not the others.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,9 +24,10 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from local_stack.processes import Service, base_env, free_port, wait_until_up
+from local_stack.processes import Service, wait_until_up
 from tests.conftest import STARTUP_TIMEOUT_S, ServiceFactory
 from tests.e2e.zoo_models import ZooModel, log_zoo
+from tests.helpers import start_mlflow_models_serve
 
 pytestmark = pytest.mark.e2e
 
@@ -38,26 +36,12 @@ ULPS = 4  # how far in the last place a float may differ
 
 
 def start_plain(tmp: Path, tracking_uri: str, name: str) -> Service:
-    """``mlflow models serve`` as a user runs it (local env manager: no network here)."""
-    port = free_port()
-    log = tmp / f"plain-{name}.log"
-    bin_dir = Path(sys.executable).parent
-    env = base_env(tmp / f"plain-{name}") | {"MLFLOW_TRACKING_URI": tracking_uri}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [
-                str(bin_dir / "mlflow"),
-                *("models", "serve", "-m", f"models:/{name}@production"),
-                *("--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)),
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    return Service("plain", process, log, f"http://127.0.0.1:{port}")
+    return start_mlflow_models_serve(
+        tmp / f"plain-{name}",
+        tmp / f"plain-{name}.log",
+        f"models:/{name}@production",
+        {"MLFLOW_TRACKING_URI": tracking_uri},
+    )
 
 
 class Zoo:

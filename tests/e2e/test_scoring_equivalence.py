@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,9 +18,9 @@ import pandas as pd
 import pytest
 import requests
 
-from local_stack.processes import Service, base_env, free_port, wait_until_up
+from local_stack.processes import Service, wait_until_up
 from tests.conftest import STARTUP_TIMEOUT_S, ServiceFactory
-from tests.helpers import train_and_promote
+from tests.helpers import start_mlflow_models_serve, train_and_promote
 
 pytestmark = pytest.mark.e2e
 
@@ -79,26 +76,11 @@ CORPUS: dict[str, tuple[str | bytes, str]] = {
 
 
 def start_plain(tmp: Path, tracking_uri: str) -> Service:
-    """``mlflow models serve`` as a user runs it (the local env manager: no network here)."""
-    port = free_port()
-    log = tmp / "plain.log"
-    bin_dir = Path(sys.executable).parent  # mlflow runs `uvicorn` from PATH
-    env = base_env(tmp / "plain") | {"MLFLOW_TRACKING_URI": tracking_uri}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [
-                str(bin_dir / "mlflow"),
-                *("models", "serve", "-m", f"models:/{MODEL}@production"),
-                *("--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)),
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    service = Service("plain", process, log, f"http://127.0.0.1:{port}")
+    """``mlflow models serve`` as a user runs it, answering."""
+    service = start_mlflow_models_serve(
+        tmp / "plain", tmp / "plain.log", f"models:/{MODEL}@production",
+        {"MLFLOW_TRACKING_URI": tracking_uri},
+    )  # fmt: skip
     wait_until_up(service, "/ping", STARTUP_TIMEOUT_S)
     return service
 

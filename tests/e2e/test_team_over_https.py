@@ -31,8 +31,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from local_stack.processes import free_port, stop_group
-from tests.helpers import CHROMIUM_ARGS
+from local_stack.processes import free_port, wait_until_up
+from tests.helpers import CHROMIUM_ARGS, start_mlflow_models_serve
 from tests.oidc_provider import Provider
 from tests.oidc_stack import Signed, signed_stack
 from tests.tls_front import CADDY, MISSING, TlsFront, start_tls_front
@@ -186,35 +186,22 @@ def test_a_team_trains_promotes_and_serves_over_https_with_sign_in(
     assert tags["stack.promoted_by"] == "pat", tags
 
     # A teammate's machine serves production with MLflow's own server and Tess's token.
-    port = free_port()
-    env = os.environ | team.client_env(tess_token)
-    env.pop("MLFLOW_TRACKING_USERNAME", None)
-    env.pop("MLFLOW_TRACKING_PASSWORD", None)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # uvicorn
-    log = (tmp_path / "models-serve.log").open("wb")
-    served = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "models", "serve",
-            "-m", f"models:/{team.model}@production",
-            "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
-        ],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    served = start_mlflow_models_serve(
+        tmp_path / "teammate",
+        tmp_path / "models-serve.log",
+        f"models:/{team.model}@production",
+        # The token, not a password; the CA's root, never MLFLOW_TRACKING_INSECURE_TLS.
+        team.client_env(tess_token)
+        | {"MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_PASSWORD": None},
+    )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and served.poll() is None:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
+        wait_until_up(served, "/ping", 120)
         answer = requests.post(
-            f"http://127.0.0.1:{port}/invocations",
+            f"{served.url}/invocations",
             json={"inputs": [[2.0]]},
             timeout=30,
         )
         assert answer.status_code == 200, (tmp_path / "models-serve.log").read_text()[-3000:]
         assert abs(answer.json()["predictions"][0] - 6.0) < 1e-6
     finally:
-        stop_group(served.pid)
-        log.close()
+        served.stop()
