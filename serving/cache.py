@@ -12,7 +12,6 @@ predecessor): a ``.partial-*`` folder is removed only once nothing has written t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from stack_common.model_digest import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +44,9 @@ class CacheEntry:
     seconds: float
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checksums(folder: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(folder)): _sha256(p)
+        str(p.relative_to(folder)): file_sha256(p)
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
