@@ -100,8 +100,16 @@ class People:
                 ) from None
             raise
 
-    def _stack_roles(self, username: str) -> list[str]:
+    def _role_names(self, username: str) -> list[str]:
+        """The names of every MLflow role the user holds (the stack's and any other)."""
         return [role.name for role in self.auth.list_user_roles(username)]
+
+    def _unassign_stack_roles(self, username: str, held: list[str], keep: str | None) -> None:
+        """Take away the stack roles among ``held`` but ``keep``; other roles stay."""
+        for name in held:
+            stack_role = stack_role_of(name)
+            if stack_role is not None and stack_role != keep:
+                self.auth.unassign_role(username, self.role_ids[stack_role])
 
     def add(self, username: str, role: str, password: str) -> None:
         from mlflow.exceptions import MlflowException
@@ -122,17 +130,15 @@ class People:
         """Give the person exactly ``role``; the role they had before."""
         role_named(role)
         user = self._user(username)
-        before = person_role(is_admin=user.is_admin, mlflow_roles=self._stack_roles(username))
-        for name in self._stack_roles(username):
-            stack_role = stack_role_of(name)
-            if stack_role is not None and stack_role != role:
-                self.auth.unassign_role(username, self.role_ids[stack_role])
+        held = self._role_names(username)
+        before = person_role(is_admin=user.is_admin, mlflow_roles=held)
+        self._unassign_stack_roles(username, held, keep=role)
         if role == "admin":
             self.auth.update_user_admin(username, True)
             return before
         if user.is_admin:
             self.auth.update_user_admin(username, False)
-        if mlflow_role_name(role) not in self._stack_roles(username):
+        if mlflow_role_name(role) not in held:
             self.auth.assign_role(username, self.role_ids[role])
         return before
 
@@ -140,10 +146,7 @@ class People:
         """No role, no admin flag, no direct grant, a password nobody knows: the next request is
         refused (403 at once; 401 once each worker's password cache, 60 s by default, expires)."""
         user = self._user(username)
-        for name in self._stack_roles(username):
-            stack_role = stack_role_of(name)
-            if stack_role is not None:
-                self.auth.unassign_role(username, self.role_ids[stack_role])
+        self._unassign_stack_roles(username, self._role_names(username), keep=None)
         if user.is_admin:
             self.auth.update_user_admin(username, False)
         for grant in self.direct_grants(username):
