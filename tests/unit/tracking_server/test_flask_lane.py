@@ -198,15 +198,10 @@ def mlflow_app(flask_app: Flask) -> Any:
 def test_mlflows_app_has_the_layout_the_lane_was_written_for() -> None:
     """Fails when an MLflow upgrade adds an HTTP middleware or moves the Flask mount: read the
     new layer, then add it to KNOWN_HTTP_MIDDLEWARES or keep it on the lane's paths."""
-    from mlflow.server import auth as mlflow_auth
+    from stack_common.mlflow_internals import has_fastapi_validator
 
     flask_app = echo_app()
-    app = with_flask_lane(
-        mlflow_app(flask_app),
-        flask_app,
-        lambda path, method: mlflow_auth._find_fastapi_validator(path, method) is not None,
-        "/gateway/",
-    )
+    app = with_flask_lane(mlflow_app(flask_app), flask_app, has_fastapi_validator, "/gateway/")
     assert isinstance(app, FlaskLane)
     assert app.takes_lane(scope("/api/2.0/mlflow/experiments/get-by-name"))
     assert app.takes_lane(scope("/ajax-api/2.0/mlflow/registered-models/alias", "POST"))

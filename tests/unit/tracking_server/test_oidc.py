@@ -97,12 +97,7 @@ def test_the_launcher_names_the_function_in_mlflows_ini(monkeypatch, tmp_path: P
         "authenticate_request_basic_auth"
         in write_config(with_oidc(auth), str(tmp_path)).read_text()
     )
-    for name, value in {
-        "STACK_OIDC_ISSUER": ISSUER,
-        "STACK_OIDC_CLIENT_ID": "c",
-        "STACK_OIDC_ROLES": ROLES_TEXT,
-    }.items():
-        monkeypatch.setenv(name, value)
+    _oidc_on(monkeypatch)
     assert f"authorization_function = {AUTHORIZATION_FUNCTION}" in (
         write_config(with_oidc(auth), str(tmp_path)).read_text()
     )
@@ -224,12 +219,7 @@ def test_a_missing_mlflow_role_says_which_job_makes_it(auth_store: Any) -> None:
 def test_oidc_without_the_auth_app_is_refused_in_one_line(monkeypatch) -> None:
     from tracking_server.oidc_settings import check_oidc
 
-    for name, value in {
-        "STACK_OIDC_ISSUER": ISSUER,
-        "STACK_OIDC_CLIENT_ID": "c",
-        "STACK_OIDC_ROLES": ROLES_TEXT,
-    }.items():
-        monkeypatch.setenv(name, value)
+    _oidc_on(monkeypatch)
     with pytest.raises(ConfigError, match="MLFLOW_AUTH=true"):
         check_oidc(auth_on=False)
     check_oidc(auth_on=True)
@@ -254,3 +244,13 @@ def test_a_worker_skips_the_sync_only_for_the_token_it_applied(auth_store: Any) 
     assert sync.apply("eva", "reader", until, "token-2")
     assert stack_roles(auth_store, "eva") == ["stack-reader"]
     assert not RoleSync(auth_store, clock=lambda: until + 1).remembered("eva", "reader", "", "x")
+
+
+def _oidc_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment of a server with OIDC on."""
+    for name, value in {
+        "STACK_OIDC_ISSUER": ISSUER,
+        "STACK_OIDC_CLIENT_ID": "c",
+        "STACK_OIDC_ROLES": ROLES_TEXT,
+    }.items():
+        monkeypatch.setenv(name, value)
