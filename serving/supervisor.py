@@ -424,8 +424,11 @@ class Supervisor:
         old.release()
         self.source = "registry"
         self._reset_restarts()  # a fresh pool: its processes start with a clean slate
+        # Connections made just before the switch are accepted and read, and nginx's kept
+        # connections to the old pool age out (front.UPSTREAM_KEEPALIVE_MS). Only then does
+        # /served name the new version: from that moment on no new request reaches the old one.
+        self.clock.sleep(DRAIN_S)
         self._activate(pool)
-        self.clock.sleep(DRAIN_S)  # connections made just before the switch are accepted and read
         old.stop(timeout_s=self.settings.request_timeout_s + 5)  # lets requests in flight end
         self.models.remember(version)
         logger.info(

@@ -235,7 +235,12 @@ def test_a_moved_alias_switches_to_the_new_version(h: Harness) -> None:
     h.supervisor.start()
     h.events.clear()
     h.models.alias = "2"
+    # While the old pool drains (nginx's kept connections to it age out), /served still names
+    # the old version: once it names the new one, no new request reaches the old pool.
+    during_drain: list[str] = []
+    h.clock.on_sleep = lambda: during_drain.append(h.status("served")["version"])
     h.supervisor.tick()
+    assert during_drain == ["1"]
     old, new = h.pools
     # The new pool takes the slots before the old one stops, and the old one is given time to
     # finish what it is answering.
