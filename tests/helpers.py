@@ -149,19 +149,26 @@ class LoadGenerator:
 
 
 def wait_for_version(url: str, version: str, timeout_s: float = 120) -> float:
-    """Seconds until serving answers from ``version`` (by its X-Model-Version header). The
-    bound is for a loaded machine (the suite runs on two workers); the speed is benchmarked."""
+    """Seconds until serving answers from ``version`` (by its X-Model-Version header); returns
+    once the switch is complete too (``/served`` names it: every request sent from then on is
+    answered by it, while for about a second before both versions may answer). The bound is
+    for a loaded machine (the suite runs on two workers); the speed is benchmarked."""
     started = time.monotonic()
+    first_answer: float | None = None
     while time.monotonic() - started < timeout_s:
         try:
-            response = requests.post(
-                url.rstrip("/") + "/invocations",
-                json={"dataframe_split": {"columns": ["hours"], "data": [[1.0]]}},
-                timeout=10,
-            )
-            if response.headers.get("X-Model-Version") == version:
-                return time.monotonic() - started
-        except requests.RequestException:
+            if first_answer is None:
+                response = requests.post(
+                    url.rstrip("/") + "/invocations",
+                    json={"dataframe_split": {"columns": ["hours"], "data": [[1.0]]}},
+                    timeout=10,
+                )
+                if response.headers.get("X-Model-Version") == version:
+                    first_answer = time.monotonic() - started
+            served = requests.get(url.rstrip("/") + "/served", timeout=10)
+            if first_answer is not None and served.json().get("version") == version:
+                return first_answer
+        except (requests.RequestException, ValueError):
             pass
         time.sleep(0.1)
     raise AssertionError(f"serving at {url} did not switch to version {version} in {timeout_s}s")
