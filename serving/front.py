@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.canary import canary_slot_paths
 from serving.metrics import ACCESS_LOG, METRICS_SOCKET, NGINX_LOG_FORMAT, STATUS_SOCKET
 from serving.spawn import die_with_parent
 from stack_common.errors import StackError
@@ -91,6 +92,8 @@ class FrontConfig:
     alias: str
     nginx: str
     njs_module: str
+    canary_percent: float = 0.0  # share of /invocations answered by the challenger
+    challenger_workers: int = 1
 
 
 def _json_body(code: str, message: str) -> str:
@@ -116,6 +119,90 @@ def active_slots(workers: int) -> int:
     same run).
     """
     return max(1, workers - 1)
+
+
+def canary_route(percent: float) -> str:
+    """``$stack_route``: ``canary`` for the canary's share of /invocations, else production."""
+    if not percent:
+        return "    map $uri $stack_route {\n        default production;\n    }"
+    return (
+        '    split_clients "${request_id}" $stack_split {\n'
+        f"        {percent:g}% canary;\n"
+        "        * production;\n"
+        "    }\n"
+        '    map "$stack_split:$uri" $stack_route {\n'
+        '        "canary:/invocations" canary;\n'
+        "        default production;\n"
+        "    }"
+    )
+
+
+def canary_upstream(config: FrontConfig, run_dir: Path) -> str:
+    """The canary's slots, kept-alive like production's."""
+    if not config.canary_percent:
+        return ""
+    servers = [
+        f"        server unix:{sock} max_fails=0;"
+        for sock in canary_slot_paths(run_dir, config.challenger_workers)
+    ]
+    return "\n".join(
+        [
+            "    upstream challenger {",
+            *servers,
+            f"        keepalive {UPSTREAM_KEEPALIVE};",
+            f"        keepalive_time {UPSTREAM_KEEPALIVE_MS}ms;",
+            f"        keepalive_timeout {UPSTREAM_IDLE_MS}ms;",
+            "    }",
+        ]
+    )
+
+
+# Every answer of the canary but a success is taken back and asked of production (@fallback):
+# MLflow answers 400 for a model that raises, so a 5xx rule alone would let a failing canary's
+# errors reach clients. Where production refuses the request too, the client gets its answer.
+CANARY_INTERCEPTED = "400 401 403 404 405 408 409 413 415 422 429 500 501 502 503 504"
+
+
+def canary_location(config: FrontConfig, filter_errors: bool) -> str:
+    """@canary asks the challenger; whatever it does not answer with success, @fallback asks
+    production (as ``location /`` does), in the same client request."""
+    if not config.canary_percent:
+        return ""
+    filters = (
+        "            js_header_filter errors.headers;\n            js_body_filter errors.body;\n"
+        if filter_errors
+        else ""
+    )
+    common = (
+        "            add_header X-Request-ID $stack_request_id always;\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n'
+        "            proxy_set_header X-Request-ID $stack_request_id;\n"
+        f"            proxy_read_timeout {config.request_timeout_s}s;\n"
+        f"            proxy_send_timeout {config.request_timeout_s}s;\n"
+        "            proxy_next_upstream error timeout non_idempotent;\n"
+    )
+    return (
+        "        location @canary {\n"
+        "            recursive_error_pages on;\n"
+        "            proxy_intercept_errors on;\n"
+        f"            error_page {CANARY_INTERCEPTED} = @fallback;\n"
+        "            proxy_pass http://challenger;\n"
+        f"{common}"
+        f"            proxy_next_upstream_tries {config.challenger_workers};\n"
+        "            # A stopped canary's slots are gone by design: not an error worth a line.\n"
+        "            error_log stderr crit;\n"
+        "        }\n"
+        "        location @fallback {\n"
+        "            recursive_error_pages on;\n"
+        "            error_page 413 @too_large;\n"
+        "            error_page 502 503 504 @unavailable;\n"
+        "            proxy_pass http://scoring;\n"
+        f"{common}"
+        f"            proxy_next_upstream_tries {max(2, config.workers)};\n"
+        f"{filters}"
+        "        }"
+    )
 
 
 class NginxTemplate(string.Template):
@@ -169,6 +256,9 @@ def render(config: FrontConfig, run_dir: Path, filter_errors: bool) -> str:
         status_socket=run_dir / STATUS_SOCKET,
         too_large_body=too_large,
         unavailable_body=unavailable,
+        canary_route=canary_route(config.canary_percent),
+        canary_upstream=canary_upstream(config, run_dir),
+        canary_location=canary_location(config, filter_errors),
     )
 
 

@@ -22,20 +22,26 @@ import bisect
 import contextlib
 import logging
 import os
+import re
 import signal
 import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from serving import unix_http
+from serving.challenger_metrics import ChallengerMetrics
+
+if TYPE_CHECKING:
+    from serving.canary import Canary
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +50,12 @@ ACCESS_LOG = "invocations.log"
 METRICS_SOCKET = "metrics.sock"
 STATUS_SOCKET = "nginx-status.sock"
 # One line per /invocations answer: when it ended, status, seconds, version that answered, rows
-# of the model call that answered it (the batching engine's X-Batch-Rows; "-" when none).
+# of the model call that answered it (the batching engine's X-Batch-Rows; "-" when none), then
+# "route;statuses;times": production or canary, and each upstream tried ("502, 200": the
+# canary's slot failed, production answered) with its time.
 NGINX_LOG_FORMAT = (
-    "$msec $status $request_time $upstream_http_x_model_version $upstream_http_x_batch_rows"
+    "$msec $status $request_time $upstream_http_x_model_version $upstream_http_x_batch_rows "
+    "$stack_route;$upstream_status;$upstream_response_time"
 )
 
 # Buckets from 0.5 ms to 10 s. nginx measures request time in milliseconds, so the first
@@ -142,6 +151,29 @@ class _InFlight:
         yield gauge
 
 
+@dataclass(frozen=True)
+class Route:
+    """The end of a log line: which route nginx took, and the first upstream's time."""
+
+    canary: bool = False
+    first_seconds: float | None = None
+    first_status: int | None = None  # None: no answer (no canary slot, refused, timed out)
+
+    @classmethod
+    def parse(cls, text: str) -> Route:
+        if not text:
+            return cls()
+        route, statuses, times = text.split(";", 2)
+        # "502, 200" (retried on another server), "400 : 200" (intercepted, asked again).
+        first_status = re.split(r"[,:]", statuses, maxsplit=1)[0].strip()
+        first_time = re.split(r"[,:]", times, maxsplit=1)[0].strip()
+        return cls(
+            route == "canary",
+            float(first_time) if first_time not in ("-", "") else None,
+            int(first_status) if first_status.isdigit() else None,
+        )
+
+
 class ServingMetrics:
     """Every serving metric, in a registry of its own (tests make as many as they like)."""
 
@@ -232,6 +264,8 @@ class ServingMetrics:
             registry=r,
         )
         r.register(_InFlight(run_dir / STATUS_SOCKET))
+        self.challenger = ChallengerMetrics(r, model)
+        self.canary: Canary | None = None  # set when a canary may run (serving/canary.py)
         for result in ("switched", "rejected"):
             self.switches.labels(result)
         for process in ("scoring", "nginx"):
@@ -259,20 +293,37 @@ class ServingMetrics:
         return self._versions[max(0, i - 1)][1]
 
     def count(self, lines: Iterable[str]) -> None:
+        canary = self.canary
         for line in lines:
             try:
-                ended, status, seconds, version, *rest = line.split(" ")
+                ended, status, seconds, version, *rest = line.split(" ", 5)
                 ended_at, took = float(ended), float(seconds)
                 rows = int(rest[0]) if rest and rest[0] not in ("-", "") else None
+                route = Route.parse(rest[1] if len(rest) > 1 else "")
             except ValueError:
                 logger.warning("unreadable nginx log line %r; not counted", line[:200])
                 continue
             if version in ("-", ""):
                 version = self.version_at(ended_at)
-            self.requests.labels(self.model, version, self.alias, status).inc()
+            alias = self.alias
+            canary_version = canary.active_version() if canary is not None else None
+            if canary is not None and route.canary and canary_version is not None:
+                if version == canary_version:  # the canary answered
+                    alias = canary.alias
+                    canary.canary_answered(version, False, took)
+                else:  # it did not answer with success, and production answered
+                    first = route.first_status
+                    # Both refused the request (4xx): the client's fault, not the canary's.
+                    refused_by_both = first is not None and first < 500 and int(status) >= 400
+                    canary.canary_answered(canary_version, not refused_by_both, route.first_seconds)
+            elif canary is not None:
+                canary.production_answered(int(status) >= 500, took)
+            self.requests.labels(self.model, version, alias, status).inc()
             self.duration.labels(self.model, version).observe(took)
             if rows is not None:
                 self.batch_rows.labels(self.model, version).observe(rows)
+        if canary is not None:
+            canary.check()
 
     def drain(self) -> None:
         """Count every line nginx has written so far; rotate the log when it is large."""

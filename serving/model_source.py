@@ -466,6 +466,10 @@ class RegistrySource:
         """The alias's version now, within the poll's own short budget (raises if unreadable)."""
         return resolve_version(self.settings, self.poll_budget)
 
+    def version_of(self, alias: str) -> str | None:
+        """Another alias's version now (the challenger's), within the same budget."""
+        return resolve_version(self.settings.model_copy(update={"alias": alias}), self.poll_budget)
+
     def fetch(self, version: str) -> CacheEntry:
         return fetch_version(self.settings, self.cache, version, self.route)
 

@@ -13,6 +13,7 @@ fresh ones, unless ``SERVING_WARM_START=false``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -38,6 +39,14 @@ logger = logging.getLogger(__name__)
 APP = "mlflow.pyfunc.scoring_server.app:app"
 BATCHING_APP = "serving.scoring_app:app"
 APPS = {"mlflow": APP, "batching": BATCHING_APP}
+# The same apps inside serving/shadow_tap.py's ShadowTap: production's pool when it mirrors.
+TAPPED_APPS = {
+    "mlflow": "serving.shadow_tap:mlflow_app",
+    "batching": "serving.shadow_tap:batching_app",
+}
+SHADOW_SOCKET_ENV = "SERVING_SHADOW_SOCKET"
+DEFAULT_ALIAS = ServingSettings.model_fields["alias"].default
+SHADOW_PERCENT_ENV = "SERVING_SHADOW_PERCENT"
 # How the batching limits reach a scoring process (serving/scoring_app.py reads them).
 MAX_ROWS_ENV = "SERVING_MAX_BATCH_ROWS"
 MAX_WAIT_ENV = "SERVING_MAX_BATCH_WAIT_MS"
@@ -55,6 +64,18 @@ def cold_spawner(argv: list[str], env: dict[str, str], log: Path | None, name: s
 
 class PoolFailed(StackError):
     pass
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Production's pool mirrors ``percent`` of its answered requests to ``socket`` (the
+    supervisor's shadow dispatcher, serving/shadow.py) through serving/shadow_tap.py."""
+
+    socket: Path
+    percent: float
+
+    def env(self) -> dict[str, str]:
+        return {SHADOW_SOCKET_ENV: str(self.socket), SHADOW_PERCENT_ENV: str(self.percent)}
 
 
 @dataclass(frozen=True)
@@ -80,8 +101,15 @@ def fast_io() -> list[str]:
     return ["--loop", "uvloop", "--http", "httptools"]
 
 
-def uvicorn_args(socket_path: Path, version: str, engine: str = "mlflow") -> list[str]:
-    """uvicorn itself stamps every answer with the version it serves (``--header``)."""
+def uvicorn_args(
+    socket_path: Path,
+    version: str,
+    engine: str = "mlflow",
+    tapped: bool = False,
+    alias: str = DEFAULT_ALIAS,
+) -> list[str]:
+    """uvicorn itself stamps every answer with the version and alias it serves (``--header``):
+    with a canary, production and the challenger answer through the same nginx location."""
     return [
         "--uds",
         str(socket_path),
@@ -93,7 +121,9 @@ def uvicorn_args(socket_path: Path, version: str, engine: str = "mlflow") -> lis
         *fast_io(),
         "--header",
         f"X-Model-Version:{version}",
-        APPS[engine],
+        "--header",
+        f"X-Model-Alias:{alias}",
+        (TAPPED_APPS if tapped else APPS)[engine],
     ]
 
 
@@ -173,22 +203,32 @@ class ScoringPool:
         model_name: str = DEFAULT_MODEL_NAME,
         batch: BatchSettings | None = None,
         spawner: Spawner | None = None,
+        mirror: Mirror | None = None,
+        nice: int = 0,
+        alias: str = DEFAULT_ALIAS,
     ) -> ScoringPool:
         run_dir.mkdir(parents=True, exist_ok=True)
         stamp = f"{version}-{int(time.time() * 1000) % 10**8}"
         sockets = [run_dir / f"v{stamp}-{i}.sock" for i in range(size)]
         pool = cls(version, model_path, sockets)
         batch = batch or BatchSettings()
-        env = scoring_env(model_path, request_timeout_s, batch) | json_logging_env(
-            run_dir, stamp, version, model_name
+        name_prefix = "scoring" if not nice else "challenger"
+        env = (
+            (mirror.env() if mirror is not None else {})
+            | scoring_env(model_path, request_timeout_s, batch)
+            | json_logging_env(run_dir, stamp, version, model_name)
         )
         spawner = spawner or cold_spawner
         engine = batch.engine
 
         def respawn(sock: Path, i: int) -> Process:
             sock.unlink(missing_ok=True)
-            args = uvicorn_args(sock, version, engine)
-            return spawner(args, env, log_path, f"scoring-v{version}-{i}")
+            args = uvicorn_args(sock, version, engine, tapped=mirror is not None, alias=alias)
+            process = spawner(args, env, log_path, f"{name_prefix}-v{version}-{i}")
+            if nice:  # the challenger's shadow work yields the cores to production's answers
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, process.pid, nice)
+            return process
 
         pool.respawn = respawn
         for i, sock in enumerate(sockets):

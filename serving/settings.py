@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from stack_common.settings import (
     DEFAULT_SERVING_PORT,
@@ -125,6 +125,42 @@ class ServingSettings(ClientSettings):
         "supervisor stops restarting (until a new version is promoted).",
     )
 
+    # The challenger (issue 24): a second alias served beside production, to see it on live
+    # traffic before promoting it. Off unless an alias is named.
+    shadow_alias: str | None = env("SERVING_SHADOW_ALIAS", None)
+    """The challenger's alias, loaded beside production for shadow and canary (unset: off)."""
+    shadow_percent: float = env("SERVING_SHADOW_PERCENT", 0.0, ge=0, le=100)
+    """Share (%) of production's answered requests also sent to the challenger, after the
+    client's answer; its answers are compared, never returned."""
+    canary_percent: float = env("SERVING_CANARY_PERCENT", 0.0, ge=0, le=100)
+    """Share (%) of requests answered by the challenger (a 5xx of it: production answers)."""
+    challenger_workers: int = env("SERVING_CHALLENGER_WORKERS", 1, ge=1)
+    """Scoring processes of the challenger."""
+    shadow_timeout_s: float = env("SERVING_SHADOW_TIMEOUT_SECONDS", 5.0, gt=0)
+    """How long a mirrored request waits for the challenger before it counts as an error."""
+    shadow_max_queued: int = env("SERVING_SHADOW_MAX_QUEUED", 64, ge=1)
+    """Mirrored requests waiting for the challenger; past it they are dropped (and counted)."""
+    canary_min_requests: int = env("SERVING_CANARY_MIN_REQUESTS", 50, ge=1)
+    """Canary requests seen before the canary may be stopped for its error rate or p99."""
+    canary_error_rate_margin: float = env("SERVING_CANARY_ERROR_RATE_MARGIN", 0.02, ge=0, le=1)
+    """The canary stops when its error rate exceeds production's by more than this."""
+    canary_p99_margin_ms: float = env("SERVING_CANARY_P99_MARGIN_MS", 50.0, ge=0)
+    """The canary stops when its p99 latency exceeds production's by more than this (ms)."""
+
+    @model_validator(mode="after")
+    def _challenger_needs_an_alias(self) -> ServingSettings:
+        if (self.shadow_percent or self.canary_percent) and not self.shadow_alias:
+            raise ValueError(
+                "SERVING_SHADOW_PERCENT or SERVING_CANARY_PERCENT is set but "
+                "SERVING_SHADOW_ALIAS is not: name the challenger's alias (e.g. challenger)"
+            )
+        if self.shadow_alias is not None and self.shadow_alias == self.alias:
+            raise ValueError(
+                f"SERVING_SHADOW_ALIAS is {self.shadow_alias!r}, the alias served as "
+                "production (SERVING_ALIAS): name the challenger's alias instead"
+            )
+        return self
+
     @field_validator("engine", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
@@ -159,3 +195,6 @@ class ScoringSettings(StackSettings):
     max_queued_requests: int = _as_in_serving("max_queued_requests")
     batching_opt_in: bool | None = env("SERVING_BATCHING_OPT_IN", None)
     """The served version's serving.batching tag as the supervisor read it (unset: no tag)."""
+    shadow_socket: Path | None = env("SERVING_SHADOW_SOCKET", None)
+    """Where production's scoring processes send the requests they mirror (set by the pool)."""
+    shadow_percent: float = _as_in_serving("shadow_percent")

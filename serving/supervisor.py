@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from serving.cache import CacheEntry, ModelCache
+from serving.challenger import Challenger, build_challenger
 from serving.children import STOP_SIGNALS, SignalQueue, reap_strays
 from serving.front import Front, FrontConfig
 from serving.metrics import ServingMetrics
@@ -40,6 +41,7 @@ from serving.model_source import (
 )
 from serving.pool import (
     BatchSettings,
+    Mirror,
     PoolFailed,
     ScoringPool,
     example_request,
@@ -47,6 +49,7 @@ from serving.pool import (
 )
 from serving.restarts import RestartBackoff
 from serving.settings import ServingSettings
+from serving.shadow import SHADOW_SOCKET
 from serving.spawn import WarmStart
 from stack_common.errors import describe_mlflow_error, one_line, refused_status
 
@@ -163,6 +166,7 @@ class Supervisor:
         signals: SignalQueue | None = None,
         nap: Callable[[float], None] | None = None,
         other_children: Callable[[], Iterable[int]] = lambda: (),
+        challenger: Challenger | None = None,
     ) -> None:
         self.settings = settings
         self.front = front
@@ -190,6 +194,9 @@ class Supervisor:
             settings.restart_max_failures,
         )
         self.unhealthy: str | None = None  # why the supervisor gave up restarting
+        # The version behind SERVING_SHADOW_ALIAS, for shadow and canary (serving/challenger.py).
+        self.challenger = challenger
+        self._challenger_status: dict[str, Any] | None = None
 
     # -- metrics (serving/metrics.py; the hooks below are one line each) ---------------------
 
@@ -210,6 +217,8 @@ class Supervisor:
     def serve(self) -> None:
         try:
             self.metrics.serve()
+            if self.challenger is not None:
+                self.challenger.start()
             self.start()
             while not self.stop_requested():
                 self.tick()
@@ -267,6 +276,8 @@ class Supervisor:
 
     def shutdown(self) -> None:
         self.front.stop()
+        if self.challenger is not None:
+            self.challenger.stop()
         self.metrics.stop()
         if self.active is not None:
             self.active.stop()
@@ -310,6 +321,14 @@ class Supervisor:
         self._recover("alias")
         if version != self.active.version and version not in self.failed:
             self._switch(version)
+        self._follow_challenger()
+
+    def _follow_challenger(self) -> None:
+        if self.challenger is None or self.active is None:
+            return
+        self.challenger.follow(self.active.version, example_request(self.active.model_path))
+        if self.challenger.status() != self._challenger_status:
+            self._write_status()
 
     # -- children: nginx, the scoring processes, strays -----------------------------------
 
@@ -329,6 +348,8 @@ class Supervisor:
         owned = set(self.other_children())
         if self.active is not None:
             owned.update(self.active.pids())
+        if self.challenger is not None:
+            owned.update(self.challenger.pids())
         return owned
 
     def _replace(self, dead: list[int]) -> None:
@@ -478,6 +499,9 @@ class Supervisor:
             "rejected_versions": self.failed,
             "unhealthy": self.unhealthy,
         }
+        if self.challenger is not None:
+            self._challenger_status = self.challenger.status()
+            served["challenger"] = health["challenger"] = self._challenger_status
         _write_json(self.run_dir / "served.json", served)
         _write_json(self.run_dir / "health.json", health)
         self.metrics.status(served, health, self.active.started_at)
@@ -514,9 +538,14 @@ def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor
             alias=settings.alias,
             nginx=settings.nginx,
             njs_module=settings.njs_module,
+            canary_percent=settings.canary_percent if settings.shadow_alias else 0.0,
+            challenger_workers=settings.challenger_workers,
         ),
         run_dir,
     )
+    mirror = None
+    if settings.shadow_alias and settings.shadow_percent:
+        mirror = Mirror(run_dir / SHADOW_SOCKET, settings.shadow_percent)
 
     def start_pool(entry: CacheEntry) -> Pool:
         opt_in = batching_opt_in(settings, entry.version)
@@ -535,6 +564,8 @@ def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor
                 opt_in,
             ),
             spawner=warm.spawn if warm is not None else None,
+            mirror=mirror,
+            alias=settings.alias,
         )
         pool.batching = batching_decision(settings, entry.path, opt_in)
         return pool
@@ -551,7 +582,7 @@ def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor
             shutil.rmtree(run_dir, ignore_errors=True)
 
     signals = SignalQueue()
-    return Supervisor(
+    supervisor = Supervisor(
         settings,
         front=front,
         start_pool=start_pool,
@@ -564,3 +595,10 @@ def build_supervisor(settings: ServingSettings, cache: ModelCache) -> Supervisor
         nap=signals.wait,
         other_children=other_children,
     )
+    if settings.shadow_alias:
+        source = supervisor.models
+        assert isinstance(source, RegistrySource)
+        supervisor.challenger = build_challenger(
+            settings, run_dir, supervisor.metrics, source, warm
+        )
+    return supervisor

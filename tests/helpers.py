@@ -98,6 +98,7 @@ class LoadGenerator:
         self.url = url.rstrip("/") + "/invocations"
         self.concurrency = concurrency
         self.answers: list[tuple[int, str | None]] = []
+        self.bodies: set[str] = set()  # every distinct answer body (one row, always the same)
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -112,6 +113,7 @@ class LoadGenerator:
                 record = (response.status_code, response.headers.get("X-Model-Version"))
                 with self._lock:
                     self.answers.append(record)
+                    self.bodies.add(response.text)
             except requests.RequestException as exc:
                 with self._lock:
                     self.errors.append(repr(exc))

@@ -16,8 +16,19 @@ from serving.supervisor import DRAIN_S
 NJS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
 
 
-def _front_config(workers: int) -> FrontConfig:
-    return FrontConfig("127.0.0.1", 8080, workers, 10, 60, "production", "nginx", str(NJS_MODULE))
+def _front_config(workers: int, canary_percent: float = 0.0) -> FrontConfig:
+    return FrontConfig(
+        "127.0.0.1",
+        8080,
+        workers,
+        10,
+        60,
+        "production",
+        "nginx",
+        str(NJS_MODULE),
+        canary_percent=canary_percent,
+        challenger_workers=2,
+    )
 
 
 def test_template_placeholders_are_well_formed() -> None:
@@ -56,12 +67,34 @@ def test_render_refuses_a_template_value_it_does_not_have(tmp_path: Path, monkey
         render(_front_config(2), tmp_path, filter_errors=False)
 
 
+def test_a_canary_gets_its_share_and_production_as_backup(tmp_path: Path) -> None:
+    conf = render(_front_config(3, canary_percent=12.5), tmp_path, filter_errors=False)
+    assert "12.5% canary;" in conf
+    assert '"canary:/invocations" canary;' in conf  # only predictions go to the canary
+    upstream = conf[conf.index("upstream challenger {") :]
+    upstream = upstream[: upstream.index("}")]
+    assert upstream.count("canary-") == 2 and "slot-" not in upstream
+    # Whatever the canary does not answer with success, production answers (MLflow answers 400
+    # for a model that raises).
+    canary = conf[conf.index("location @canary {") :]
+    canary = canary[: canary.index("}")]
+    assert "proxy_intercept_errors on;" in canary
+    assert "error_page 400 " in canary and " 500 " in canary and "= @fallback;" in canary
+    assert "proxy_pass http://scoring;" in conf[conf.index("location @fallback {") :]
+    without = render(_front_config(3), tmp_path, filter_errors=False)
+    assert "upstream challenger" not in without and "default production;" in without
+
+
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")
 @pytest.mark.skipif(not NJS_MODULE.is_file(), reason="nginx's njs module not installed")
-def test_nginx_accepts_the_config_with_the_error_filter(tmp_path: Path) -> None:
+@pytest.mark.parametrize("canary_percent", [0.0, 10.0])
+def test_nginx_accepts_the_config_with_the_error_filter(
+    tmp_path: Path, canary_percent: float
+) -> None:
     (tmp_path / "tmp").mkdir()
     shutil.copyfile(Path(NGINX_TEMPLATE).with_name("errors.js"), tmp_path / "errors.js")
-    (tmp_path / "nginx.conf").write_text(render(_front_config(2), tmp_path, filter_errors=True))
+    config = _front_config(2, canary_percent)
+    (tmp_path / "nginx.conf").write_text(render(config, tmp_path, filter_errors=True))
     check = subprocess.run(
         ["nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
         capture_output=True,
