@@ -190,4 +190,6 @@ def describe(cls: type[BaseSettings], exc: ValidationError) -> str:
     if kind == "literal_error":
         return f"{name}={raw!r} is not allowed; use one of {ctx.get('expected', '')}"
     message = " ".join(str(error["msg"]).split())
+    if not error["loc"]:  # a rule across settings (a model validator): its message says it all
+        return message.removeprefix("Value error, ")
     return f"{name}={raw!r}: {message}; fix it in .env or the environment"
