@@ -75,7 +75,9 @@ class Challenger:
     def pids(self) -> list[int]:
         return self.pool.pids() if self.pool is not None else []
 
-    def follow(self, production_version: str, fallback_example: bytes | None) -> None:
+    def follow(self, production_version: str, fallback_example: Callable[[], bytes | None]) -> None:
+        """One look at the alias; ``fallback_example`` is production's input example, read only
+        when a version without one of its own is loaded."""
         try:
             wanted = self.version_of(self.alias)
         except Exception as exc:  # registry unreachable: keep what runs
@@ -96,12 +98,12 @@ class Challenger:
             return
         self._load(wanted, fallback_example)
 
-    def _load(self, version: str, fallback_example: bytes | None) -> None:
+    def _load(self, version: str, fallback_example: Callable[[], bytes | None]) -> None:
         logger.info("challenger %r moved to version %s; preparing it", self.alias, version)
         pool = None
         try:
             pool = self.start_pool(version)
-            pool.wait_ready(self.load_timeout_s, fallback_example)
+            pool.wait_ready(self.load_timeout_s, fallback_example())
         except Exception as exc:
             if pool is not None:
                 pool.stop()

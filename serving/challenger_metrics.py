@@ -101,8 +101,8 @@ class ChallengerMetrics:
         if comparison.disagree:
             self.predictions.labels(*labels, "disagree").inc(comparison.disagree)
 
-    def shadow_dropped(self, reason: str) -> None:
-        self.dropped.labels(self.model, reason).inc()
+    def shadow_dropped(self, reason: str, count: int = 1) -> None:
+        self.dropped.labels(self.model, reason).inc(count)
 
     def canary_answered(self, alias: str, version: str, ok: bool, seconds: float | None) -> None:
         labels = (self.model, alias, version)

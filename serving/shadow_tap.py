@@ -51,10 +51,19 @@ class Mirrored:
     request: bytes
     answer: bytes
     too_large: bool = False
+    # Mirrors this process dropped since its last record reached the supervisor: its socket's
+    # queue was full (the supervisor takes no more while its own queue is full) or absent.
+    unsent: int = 0
 
 
 def encode(record: Mirrored) -> bytes:
-    meta = json.dumps({"content_type": record.content_type, "too_large": record.too_large})
+    meta = json.dumps(
+        {
+            "content_type": record.content_type,
+            "too_large": record.too_large,
+            "unsent": record.unsent,
+        }
+    )
     raw = meta.encode()
     return _HEADER.pack(len(raw), len(record.request), len(record.answer)) + b"".join(
         (raw, record.request, record.answer)
@@ -74,7 +83,13 @@ def decode(datagram: bytes) -> Mirrored:
     start += meta_len
     request = datagram[start : start + request_len]
     answer = datagram[start + request_len :]
-    return Mirrored(meta["content_type"], request, answer, bool(meta.get("too_large")))
+    return Mirrored(
+        meta["content_type"],
+        request,
+        answer,
+        bool(meta.get("too_large")),
+        int(meta.get("unsent", 0)),
+    )
 
 
 class ShadowTap:
@@ -89,6 +104,7 @@ class ShadowTap:
         self.share = percent / 100
         self.sample = sample
         self._socket: socket.socket | None = None
+        self.unsent = 0  # dropped here, reported with the next record that gets through
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -125,20 +141,24 @@ class ShadowTap:
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
-        record = Mirrored(content_type, request, answer)
+        try:
+            self._send(encode(Mirrored(content_type, request, answer, unsent=self.unsent)))
+        except OSError as exc:
+            if exc.errno != errno.EMSGSIZE:  # the supervisor takes no more now: dropped here
+                self.unsent += 1
+                return
+            # Counted by the supervisor as too large to mirror.
+            self._try_send(Mirrored(content_type, b"", b"", too_large=True, unsent=self.unsent))
+            return
+        self.unsent = 0
+
+    def _try_send(self, record: Mirrored) -> None:
         try:
             self._send(encode(record))
-        except OSError as exc:
-            if exc.errno == errno.EMSGSIZE:  # counted by the supervisor as too large to mirror
-                self._try_send(encode(Mirrored(content_type, b"", b"", too_large=True)))
-            else:  # the supervisor's queue is full or it is restarting: the mirror is dropped
-                logger.debug("mirror dropped: %s", exc)
-
-    def _try_send(self, datagram: bytes) -> None:
-        try:
-            self._send(datagram)
-        except OSError as exc:
-            logger.debug("mirror dropped: %s", exc)
+        except OSError:
+            self.unsent += 1
+        else:
+            self.unsent = 0
 
     def _send(self, datagram: bytes) -> None:
         if self._socket is None:

@@ -326,7 +326,8 @@ class Supervisor:
     def _follow_challenger(self) -> None:
         if self.challenger is None or self.active is None:
             return
-        self.challenger.follow(self.active.version, example_request(self.active.model_path))
+        model_path = self.active.model_path
+        self.challenger.follow(self.active.version, lambda: example_request(model_path))
         if self.challenger.status() != self._challenger_status:
             self._write_status()
 

@@ -4,6 +4,7 @@ slots, counting nginx's canary lines, following the challenger's alias."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 
@@ -95,6 +96,27 @@ def test_the_tap_mirrors_answered_requests_after_their_answer(tmp_path: Path) ->
     inbox.setblocking(False)
     with pytest.raises(BlockingIOError):
         inbox.recv(65536)
+
+
+def test_what_the_tap_cannot_send_is_counted_and_reported_with_the_next_record(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "shadow.sock"
+    inbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    inbox.bind(str(target))
+    tap = ShadowTap(_scoring(200), target, 100)
+    sent: list[str] = []
+    for _ in range(40):  # the supervisor reads none: its socket's queue fills, then sends fail
+        asyncio.run(_call(tap, "/invocations", sent))
+    queued = []
+    inbox.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            queued.append(decode(inbox.recv(65536)))
+    assert tap.unsent == 40 - len(queued) > 0
+    assert sent.count("http.response.body") == 40  # every client had its answer
+    asyncio.run(_call(tap, "/invocations", sent))
+    assert decode(inbox.recv(65536)).unsent == 40 - len(queued) and tap.unsent == 0
 
 
 def test_without_a_listener_the_client_still_gets_its_answer(tmp_path: Path) -> None:
@@ -223,17 +245,17 @@ def test_the_challenger_follows_its_alias_and_never_duplicates_production() -> N
         return pools[-1]
 
     challenger = Challenger("challenger", alias.get, start_pool, 5, None, None)
-    challenger.follow("1", None)
+    challenger.follow("1", lambda: None)
     assert challenger.version == "2"
-    challenger.follow("1", None)
+    challenger.follow("1", lambda: None)
     assert len(pools) == 1  # unchanged alias: nothing to do
     alias["challenger"] = "4"  # fails its check: the running challenger stays
-    challenger.follow("1", None)
+    challenger.follow("1", lambda: None)
     assert challenger.version == "2" and pools[-1].stopped and "4" in challenger.failed
-    challenger.follow("1", None)
+    challenger.follow("1", lambda: None)
     assert len(pools) == 2  # a rejected version is not tried on every poll
     alias["challenger"] = "1"  # promoted: production serves it, nothing to compare
-    challenger.follow("1", None)
+    challenger.follow("1", lambda: None)
     assert challenger.version is None and pools[0].stopped
 
 
