@@ -209,6 +209,7 @@ def build_challenger(
             # canary answers clients, so it runs as production does.
             nice=0 if canary is not None else CHALLENGER_NICE,
             alias=alias,
+            role="challenger",  # ps shows challenger-v<version>-<n>
         )
         return pool
 

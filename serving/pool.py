@@ -45,8 +45,8 @@ TAPPED_APPS = {
     "batching": "serving.shadow_tap:batching_app",
 }
 SHADOW_SOCKET_ENV = "SERVING_SHADOW_SOCKET"
-DEFAULT_ALIAS = ServingSettings.model_fields["alias"].default
 SHADOW_PERCENT_ENV = "SERVING_SHADOW_PERCENT"
+DEFAULT_ALIAS = ServingSettings.model_fields["alias"].default
 # How the batching limits reach a scoring process (serving/scoring_app.py reads them).
 MAX_ROWS_ENV = "SERVING_MAX_BATCH_ROWS"
 MAX_WAIT_ENV = "SERVING_MAX_BATCH_WAIT_MS"
@@ -206,13 +206,13 @@ class ScoringPool:
         mirror: Mirror | None = None,
         nice: int = 0,
         alias: str = DEFAULT_ALIAS,
+        role: str = "scoring",
     ) -> ScoringPool:
         run_dir.mkdir(parents=True, exist_ok=True)
         stamp = f"{version}-{int(time.time() * 1000) % 10**8}"
         sockets = [run_dir / f"v{stamp}-{i}.sock" for i in range(size)]
         pool = cls(version, model_path, sockets)
         batch = batch or BatchSettings()
-        name_prefix = "scoring" if not nice else "challenger"
         env = (
             (mirror.env() if mirror is not None else {})
             | scoring_env(model_path, request_timeout_s, batch)
@@ -224,7 +224,7 @@ class ScoringPool:
         def respawn(sock: Path, i: int) -> Process:
             sock.unlink(missing_ok=True)
             args = uvicorn_args(sock, version, engine, tapped=mirror is not None, alias=alias)
-            process = spawner(args, env, log_path, f"{name_prefix}-v{version}-{i}")
+            process = spawner(args, env, log_path, f"{role}-v{version}-{i}")
             if nice:  # the challenger's shadow work yields the cores to production's answers
                 with contextlib.suppress(OSError):
                     os.setpriority(os.PRIO_PROCESS, process.pid, nice)

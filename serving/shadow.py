@@ -157,6 +157,14 @@ class ShadowDispatcher:
 
     def _work(self) -> None:
         yield_the_cores()
+        connections: dict[Path, unix_http.KeptConnection] = {}  # this thread's, by socket
+        try:
+            self._work_with(connections)
+        finally:
+            for connection in connections.values():
+                connection.close()
+
+    def _work_with(self, connections: dict[Path, unix_http.KeptConnection]) -> None:
         while True:
             with self._ready:
                 while not self._queue and not self._stop.is_set():
@@ -166,30 +174,29 @@ class ShadowDispatcher:
                 record, target = self._queue.popleft()
                 self._busy += 1
                 self._ready.notify_all()  # room again for the receiver
+            sock = target.sockets[next(self._turn) % len(target.sockets)]
+            if sock not in connections:
+                for gone in set(connections) - set(target.sockets):  # an unloaded challenger's
+                    connections.pop(gone).close()
+                connections[sock] = unix_http.KeptConnection(str(sock), self.timeout_s)
             try:
-                self._send(record, target)
+                self._send(record, target.version, connections[sock])
             except Exception:
                 logger.exception("mirroring a request to version %s failed", target.version)
             finally:
                 with self._ready:
                     self._busy -= 1
 
-    def _send(self, record: Mirrored, target: Target) -> None:
-        sock = target.sockets[next(self._turn) % len(target.sockets)]
+    def _send(self, record: Mirrored, version: str, connection: unix_http.KeptConnection) -> None:
         started = time.perf_counter()
         comparison: Comparison | None = None
         try:
-            answer = unix_http.request(
-                str(sock),
-                "POST",
-                "/invocations",
-                body=record.request,
-                timeout=self.timeout_s,
-                content_type=record.content_type or "application/json",
+            answer = connection.post(
+                "/invocations", record.request, record.content_type or "application/json"
             )
             ok = answer.status == 200
         except (OSError, http.client.HTTPException) as exc:  # timed out, refused, cut off
-            logger.debug("version %s did not answer a mirrored request: %s", target.version, exc)
+            logger.debug("version %s did not answer a mirrored request: %s", version, exc)
             ok = False
         seconds = time.perf_counter() - started
         if ok:
@@ -197,4 +204,4 @@ class ShadowDispatcher:
                 comparison = compare(record.answer, answer.body)
             except ValueError:
                 ok = False
-        self.metrics.shadow_answered(self.alias, target.version, ok, seconds, comparison)
+        self.metrics.shadow_answered(self.alias, version, ok, seconds, comparison)
