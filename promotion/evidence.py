@@ -206,8 +206,8 @@ def judge(version: str, figures: Figures, rules: EvidenceRules) -> GateDecision:
             False,
             f"version {version} has {figures.requests:.0f} live requests (shadow and canary), "
             f"the gate asks for {rules.min_requests} ({name['min_requests']}): let it see more "
-            "traffic (SERVING_SHADOW_PERCENT, SERVING_CANARY_PERCENT with SERVING_SHADOW_ALIAS "
-            "on its alias)",
+            "traffic (serving's SERVING_SHADOW_ALIAS on it, SERVING_SHADOW_PERCENT or "
+            "SERVING_CANARY_PERCENT above 0)",
         )
     rate = figures.error_rate
     if rate is not None and rate > rules.max_error_rate:

@@ -95,7 +95,12 @@ COLUMNS = (
     ("mean_abs_difference", 13, "num"),
     ("canary", 0, "{}"),
 )
-HEADINGS = {"p50_seconds": "p50 ms", "p99_seconds": "p99 ms", "mean_abs_difference": "mean |diff|"}
+HEADINGS = {
+    "error_rate": "errors",
+    "p50_seconds": "p50 ms",
+    "p99_seconds": "p99 ms",
+    "mean_abs_difference": "mean |diff|",
+}
 
 
 def _cell(value: Any, kind: str) -> str:
