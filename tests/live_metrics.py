@@ -66,6 +66,12 @@ class Replica:
             ["model", "alias", "version", "reason"],
             registry=r,
         )
+        self.fallbacks = Counter(
+            "serving_canary_fallbacks_total", "fallbacks", ["model", "alias", "version"], registry=r
+        )
+        self.dropped = Counter(
+            "serving_shadow_dropped_total", "drops", ["model", "reason"], registry=r
+        )
         self.server, self.thread = start_wsgi_server(0, addr="127.0.0.1", registry=r)
         self.url = f"http://127.0.0.1:{self.server.server_port}/metrics"
 
