@@ -232,3 +232,33 @@ def test_an_unreachable_replica_is_one_line_naming_it(replicas: tuple[Replica, R
     message = str(raised.value)
     assert second.url in message and "PROMOTION_LIVE_METRICS_URL" in message
     assert "\n" not in message
+
+
+def test_the_promote_command_checks_live_evidence_only_when_asked() -> None:
+    from mlflow.entities.model_registry import ModelVersion
+
+    from promotion.live import live_check
+    from promotion.settings import PromotionSettings
+
+    mv = ModelVersion(MODEL, "3", creation_timestamp=0)
+    assert live_check(PromotionSettings.from_env({})) is None  # default: no live evidence
+
+    asked = PromotionSettings.from_env(
+        {"PROMOTION_MIN_LIVE_REQUESTS": "200", "PROMOTION_LIVE_METRICS_URL": "http://x/metrics"}
+    )
+
+    def unreadable(url: str | None, model: str) -> list[ev.Sample]:
+        raise LiveMetricsError(f"the live metrics at {url} could not be read")
+
+    check = live_check(asked, read=unreadable)
+    assert check is not None
+    assert check(mv) == ev.GateDecision(
+        False, "the live metrics at http://x/metrics could not be read"
+    )
+
+    def plenty(url: str | None, model: str) -> list[ev.Sample]:
+        assert model == MODEL
+        return [s(ev.CHALLENGER_REQUESTS, 250, version="3", mode="shadow", result="ok")]
+
+    check = live_check(asked, read=plenty)
+    assert check is not None and check(mv).passed
