@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from promotion.gate import GATE_METRIC, compare
+from promotion.gate import GATE_METRIC, GateDecision, compare
 from stack_common.errors import StackError
 
 logger = logging.getLogger(__name__)
@@ -117,10 +118,13 @@ def promote(
     force: bool = False,
     reason: str = "",
     actor: str | None = None,
+    live_check: Callable[[ModelVersion], GateDecision] | None = None,
 ) -> AliasMove:
     """Point ``production`` at ``version`` (default: the ``challenger``) if it passes the gate.
 
     ``actor`` is stamped on the version as ``promoted_by`` (default: the login name).
+    ``live_check`` judges the version's live figures (promotion/evidence.py) after the offline
+    gate; ``force`` skips both, and what they said is kept in the reason.
     """
     if version is None:
         target = version_by_alias(client, name, CHALLENGER)
@@ -145,8 +149,13 @@ def promote(
             f"version {target.version} of {name!r} not promoted: {decision.reason}; "
             "use --force to promote anyway"
         )
+    live = live_check(target) if live_check is not None else None
+    if live is not None and not live.passed and not force:
+        raise PromotionError(f"refused: {live.reason}; --force promotes anyway")
     why = f"{reason}; {decision.reason}" if reason else decision.reason
-    if not decision.passed:
+    if live is not None:
+        why = f"{why}; {live.reason}" if live.passed else f"{why}; refused: {live.reason}"
+    if not decision.passed or (live is not None and not live.passed):
         why = f"forced: {why}"
     move = _move_production(client, target, "promoted", why, actor)
     challenger = version_by_alias(client, name, CHALLENGER)

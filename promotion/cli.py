@@ -52,11 +52,22 @@ def cli() -> None:
 @cli.command("promote")
 @model_option
 @click.option("--version", help="Version to promote; default: the one with alias 'challenger'.")
-@click.option("--force", is_flag=True, help="Promote even if it is worse than production.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Promote even if the gate refuses: worse than production, or not enough or bad live "
+    "evidence (PROMOTION_MIN_LIVE_REQUESTS); what the gate said is kept in promoted_reason.",
+)
 @reason_option
 @cli_errors
 def promote_cmd(model_name: str | None, version: str | None, force: bool, reason: str) -> None:
-    """Point 'production' at a version if it is at least as good as the current one."""
+    """Point 'production' at a version if it is at least as good as the current one.
+
+    With PROMOTION_MIN_LIVE_REQUESTS > 0 it must also have enough live requests (shadow and
+    canary) with a low enough error rate and disagreement (PROMOTION_LIVE_METRICS_URL).
+    """
+    from promotion.live import live_check
+
     settings = _settings()
     client = _client(settings)
     _report(
@@ -67,6 +78,7 @@ def promote_cmd(model_name: str | None, version: str | None, force: bool, reason
             force=force,
             reason=reason,
             actor=settings.promoted_by,
+            live_check=live_check(settings),
         )
     )
 
@@ -142,3 +154,36 @@ def usage_cmd(as_json: bool) -> None:
                 f"{usage.kind:<10} {usage.name:<40} {human(usage.bytes):>10}  "
                 f"({usage.items} {count})"
             )
+
+
+@cli.command("live")
+@model_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row instead.")
+@cli_errors
+def live_cmd(model_name: str | None, as_json: bool) -> None:
+    """Production's and the challenger's live figures side by side (PROMOTION_LIVE_METRICS_URL).
+
+    Totals since each serving replica started, summed over replicas: what the gate reads.
+    """
+    import json
+
+    from promotion.aliases import version_by_alias
+    from promotion.live import rows, table
+    from promotion.live_source import read_samples
+
+    settings = _settings()
+    model_name = model_name or settings.model_name
+    production = version_by_alias(_client(settings), model_name, PRODUCTION)
+    samples = read_samples(settings.live_metrics_url, model_name)
+    found = rows(samples, production.version if production else None)
+    if as_json:
+        for row in found:
+            click.echo(json.dumps(row))
+        return
+    for line in table(found):
+        click.echo(line)
+    if not any(row["who"] == "challenger" for row in found):
+        click.echo(
+            "no challenger on live traffic yet: set SERVING_SHADOW_ALIAS=challenger and "
+            "SERVING_SHADOW_PERCENT or SERVING_CANARY_PERCENT on serving"
+        )

@@ -31,6 +31,7 @@ class PanelQuery:
     panel: str
     ref: str
     expr: str
+    row: str = ""  # the title of the row the panel is in ("" above the first row)
 
     def promql(self) -> str:
         """The query as Prometheus gets it from Grafana, built-in variables filled in."""
@@ -48,11 +49,14 @@ def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def dashboard_queries(dashboard: dict[str, Any]) -> list[PanelQuery]:
-    return [
-        PanelQuery(panel["title"], target["refId"], target["expr"])
-        for panel in panels(dashboard)
-        for target in panel.get("targets", [])
-    ]
+    found, row = [], ""
+    for top in dashboard.get("panels", []):
+        if top.get("type") == "row":
+            row = top["title"]
+        for panel in [top, *top.get("panels", [])]:
+            for target in panel.get("targets", []):
+                found.append(PanelQuery(panel["title"], target["refId"], target["expr"], row))
+    return found
 
 
 class Prometheus:

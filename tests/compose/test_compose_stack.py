@@ -434,6 +434,10 @@ def check_switch_seen(prometheus: Prometheus, model: str, version: str, switched
 def check_dashboard_queries(prometheus: Prometheus, port: int) -> None:
     """Every query of the Grafana dashboard returns data from the real Prometheus."""
     queries = dashboard_queries(json.loads(DASHBOARD.read_text()))
+    # The Challenger row needs a challenger on live traffic, which this stack does not run
+    # (SERVING_SHADOW_ALIAS unset); its metric names are checked offline
+    # (tests/unit/deploy/test_monitoring_files.py).
+    queries = [query for query in queries if query.row != "Challenger"]
     assert len(queries) >= 10
     for i in range(20):  # traffic inside every rate window
         invoke(port, i % 10)

@@ -22,8 +22,23 @@ ALERTS = {
     "ServingHighLatencyP99",
     "ServingNoProductionVersion",
     "ServingVersionRejected",
+    "ServingCanaryStopped",  # issue 24
     "TrackingServerDown",
 }
+
+# The challenger's metrics as docs/monitoring.md names them (serving/challenger_metrics.py).
+CHALLENGER_METRICS = (
+    "serving_challenger_requests_total",
+    "serving_challenger_request_duration_seconds_bucket",
+    "serving_shadow_predictions_total",
+    "serving_shadow_absolute_difference_bucket",
+    "serving_shadow_absolute_difference_sum",
+    "serving_shadow_absolute_difference_count",
+    "serving_shadow_dropped_total",
+    "serving_canary_active",
+    "serving_canary_stopped_total",
+    "serving_canary_fallbacks_total",
+)
 
 
 def rule_files() -> list:
@@ -86,6 +101,8 @@ def test_dashboard_panels_all_query_the_chosen_prometheus(dashboard: dict) -> No
         "prometheus",
     )
     for panel in panels(dashboard):
+        if panel["type"] == "row":
+            continue
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
         assert panel["targets"], f"{panel['title']}: no query"
         for target in panel["targets"]:
@@ -111,9 +128,25 @@ def test_dashboard_shows_what_operators_ask(dashboard: dict) -> None:
     assert "by (le, version)" in exprs  # latency by version
 
 
+def test_dashboard_shows_the_challenger_beside_production(dashboard: dict) -> None:
+    """Issue 24: a row a promoter reads before promoting (docs/monitoring.md)."""
+    queries = [query for query in dashboard_queries(dashboard) if query.row == "Challenger"]
+    exprs = " ".join(query.expr for query in queries)
+    for metric in CHALLENGER_METRICS:
+        assert metric in exprs, metric
+    for by in ("by (alias, version)", "by (mode, version)", "by (le, mode, version)"):
+        assert by in exprs, by
+    [row] = [panel for panel in dashboard["panels"] if panel["title"] == "Challenger"]
+    assert row["type"] == "row" and {panel["title"] for panel in row["panels"]} == {
+        query.panel for query in queries
+    }
+
+
 def test_dashboard_asks_only_for_metrics_that_exist(dashboard: dict) -> None:
     """A renamed metric would leave a panel empty: each name must be serving's or MLflow's."""
-    serving_source = (ROOT / "serving" / "metrics.py").read_text()
+    serving_source = "\n".join(
+        path.read_text() for path in sorted((ROOT / "serving").glob("*.py"))
+    ) + "\n".join(f'"{name}"' for name in CHALLENGER_METRICS)
     mlflow_metrics = {"mlflow_http_request_total", "mlflow_http_request_duration_seconds_bucket"}
     for query in dashboard_queries(dashboard):
         for name in re.findall(r"\b((?:serving|mlflow)_[a-z_]+)\b", query.expr):
