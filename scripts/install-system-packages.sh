@@ -3,6 +3,7 @@
 #   nginx + libnginx-mod-http-js  serving's front (blue/green switch, limits, clean error bodies)
 #   chromium, postgresql          tests only: the MLflow UI in a browser, PostgreSQL as the backend
 #   caddy                         tests only: the HTTPS front before a local server (its internal CA)
+#   prometheus                    tests only: the promotion gate reading live figures through it
 #   wrk                           benchmarks only (bench/serving.py)
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
@@ -14,6 +15,7 @@ for flag in "$@"; do
     --with-test-tools)
       command -v chromium >/dev/null 2>&1 || want+=(chromium)
       command -v caddy >/dev/null 2>&1 || want+=(caddy)
+      command -v prometheus >/dev/null 2>&1 || want+=(prometheus)
       ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || want+=(postgresql)
       command -v wrk >/dev/null 2>&1 || want+=(wrk) ;;
   esac
