@@ -172,22 +172,26 @@ class ShadowDispatcher:
                 if self._stop.is_set():
                     return
                 record, target = self._queue.popleft()
-                self._busy += 1
                 self._ready.notify_all()  # room again for the receiver
+                if target is not self._target:  # queued for a challenger since unloaded
+                    self.metrics.shadow_dropped("no_challenger")
+                    continue
+                self._busy += 1
             sock = target.sockets[next(self._turn) % len(target.sockets)]
             if sock not in connections:
                 for gone in set(connections) - set(target.sockets):  # an unloaded challenger's
                     connections.pop(gone).close()
                 connections[sock] = unix_http.KeptConnection(str(sock), self.timeout_s)
             try:
-                self._send(record, target.version, connections[sock])
+                self._send(record, target, connections[sock])
             except Exception:
                 logger.exception("mirroring a request to version %s failed", target.version)
             finally:
                 with self._ready:
                     self._busy -= 1
 
-    def _send(self, record: Mirrored, version: str, connection: unix_http.KeptConnection) -> None:
+    def _send(self, record: Mirrored, target: Target, connection: unix_http.KeptConnection) -> None:
+        version = target.version
         started = time.perf_counter()
         comparison: Comparison | None = None
         try:
@@ -199,6 +203,10 @@ class ShadowDispatcher:
             logger.debug("version %s did not answer a mirrored request: %s", version, exc)
             ok = False
         seconds = time.perf_counter() - started
+        if not ok and target is not self._target:
+            # Its pool was stopped under it (the alias moved on): not the challenger's failure.
+            self.metrics.shadow_dropped("no_challenger")
+            return
         if ok:
             try:
                 comparison = compare(record.answer, answer.body)

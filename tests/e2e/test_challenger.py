@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ServiceFactory
-from tests.helpers import LoadGenerator, train_and_promote, wait_for
+from tests.helpers import LoadGenerator, run_cli, train_and_promote, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +29,7 @@ def register_challenger(tracking_uri: str, name: str, mode: str) -> str:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(name)
     with mlflow.start_run():
+        mlflow.log_metric("test_rmse", 0.1)  # the offline gate's figure: it passes
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(CHALLENGER_MODEL),
@@ -69,7 +70,7 @@ def test_the_shadow_counts_every_mirrored_request_and_never_touches_a_client_ans
     services: ServiceFactory, unique_name: str
 ) -> None:
     tracking = services.tracking()
-    train_and_promote(tracking.url, unique_name)
+    env = train_and_promote(tracking.url, unique_name)
     fair = register_challenger(tracking.url, unique_name, "fair")
     serving = services.serving(
         tracking.url,
@@ -105,9 +106,19 @@ def test_the_shadow_counts_every_mirrored_request_and_never_touches_a_client_ans
     assert total(serving.url, "serving_requests_total", version="1") == 30
     assert total(serving.url, "serving_requests_total", version=fair) == 0
 
+    # The gate can ask for live evidence: 30 mirrored requests are not the 31 it asks for.
+    gate = env | {"PROMOTION_LIVE_METRICS_URL": f"{serving.url}/metrics"}
+    refused = run_cli(
+        "promotion", "promote", "--version", fair, env=gate | {"PROMOTION_MIN_LIVE_REQUESTS": "31"}
+    )
+    assert refused.code != 0
+    assert f"version {fair} has 30 live requests" in refused.stderr.strip()
+    assert len(refused.stderr.strip().splitlines()) == 1
+    client = MlflowClient(tracking.url)
+    assert client.get_model_version_by_alias(unique_name, "production").version == "1"
+
     # Under load, the challenger turns slow, then fails every request, then is deleted: the
     # clients' answers, statuses and version never change.
-    client = MlflowClient(tracking.url)
     with LoadGenerator(serving.url, concurrency=6) as load:
         slow = register_challenger(tracking.url, unique_name, "slow")
         wait_for_challenger(serving.url, slow)
@@ -128,6 +139,13 @@ def test_the_shadow_counts_every_mirrored_request_and_never_touches_a_client_ans
     )
     assert total(serving.url, "serving_shadow_dropped_total", reason="no_challenger") > 0
     assert requests.get(f"{serving.url}/health", timeout=5).json()["status"] == "ok"
+
+    # With the evidence it asks for (version 2 has seen more since), the gate promotes it.
+    promoted = run_cli(
+        "promotion", "promote", "--version", fair, env=gate | {"PROMOTION_MIN_LIVE_REQUESTS": "30"}
+    )
+    assert promoted.code == 0, promoted.stderr
+    assert client.get_model_version_by_alias(unique_name, "production").version == fair
 
 
 def test_a_canary_that_fails_live_is_answered_by_production_and_stops_itself(
@@ -164,7 +182,9 @@ def test_a_canary_that_fails_live_is_answered_by_production_and_stops_itself(
     fallbacks = total(serving.url, "serving_canary_fallbacks_total", version=breaks)
     assert fallbacks >= 20
     assert total(serving.url, "serving_canary_active", version=breaks) == 0
-    canary = challenger_health(serving.url)["canary"]
-    assert canary["version"] is None and canary["stopped"][breaks].startswith("error_rate")
+    # /health says so from the supervisor's next look (SERVING_POLL_SECONDS).
+    canary = wait_for(lambda: challenger_health(serving.url)["canary"]["stopped"], what="/health")
+    assert canary[breaks].startswith("error_rate")
+    assert challenger_health(serving.url)["canary"]["version"] is None
     log = serving.log_path.read_text(errors="replace")
     assert f"canary of version {breaks} (challenger) stopped by itself: error rate" in log
