@@ -197,13 +197,7 @@ def build_challenger(
             settings.challenger_workers,
             settings.request_timeout_s,
             model_name=settings.model_name,
-            batch=BatchSettings(
-                settings.engine,
-                settings.max_batch_rows,
-                settings.max_batch_wait_ms,
-                settings.max_queued_requests,
-                opt_in,
-            ),
+            batch=BatchSettings.of(settings, opt_in),
             spawner=warm.spawn if warm is not None else None,
             # Shadow only: the challenger's work yields the cores to production's answers. A
             # canary answers clients, so it runs as production does.

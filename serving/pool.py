@@ -90,6 +90,16 @@ class BatchSettings:
     # The version's serving.batching tag (serving/batch_policy.py); None: no tag.
     opt_in: bool | None = None
 
+    @classmethod
+    def of(cls, settings: ServingSettings, opt_in: bool | None) -> BatchSettings:
+        return cls(
+            settings.engine,
+            settings.max_batch_rows,
+            settings.max_batch_wait_ms,
+            settings.max_queued_requests,
+            opt_in,
+        )
+
 
 def fast_io() -> list[str]:
     """uvloop's event loop and httptools' parser (about twice the requests of asyncio + h11 in
