@@ -9,14 +9,12 @@ promote`` reads them as the gate's live evidence (docs/monitoring.md).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from serving.agreement import Comparison
 
-# Seconds, as serving_request_duration_seconds.
-DURATION_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
 # |challenger - production| of one numeric prediction, in the model's own unit.
 DIFFERENCE_BUCKETS = (
     0.0, 1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 100.0, 1000.0,
@@ -25,7 +23,10 @@ DROP_REASONS = ("queue_full", "too_large", "no_challenger")
 
 
 class ChallengerMetrics:
-    def __init__(self, registry: CollectorRegistry, model: str) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, model: str, duration_buckets: Sequence[float]
+    ) -> None:
+        """``duration_buckets``: production's (serving/metrics.py), so both sides compare."""
         self.model = model
         r = registry
         self.requests = Counter(
@@ -41,7 +42,7 @@ class ChallengerMetrics:
             "Time the challenger took to answer (shadow: measured by the supervisor; canary: "
             "nginx's upstream time).",
             ["model", "alias", "version", "mode"],
-            buckets=DURATION_BUCKETS,
+            buckets=duration_buckets,
             registry=r,
         )
         self.predictions = Counter(

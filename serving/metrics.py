@@ -264,7 +264,7 @@ class ServingMetrics:
             registry=r,
         )
         r.register(_InFlight(run_dir / STATUS_SOCKET))
-        self.challenger = ChallengerMetrics(r, model)
+        self.challenger = ChallengerMetrics(r, model, DURATION_BUCKETS)
         self.canary: Canary | None = None  # set when a canary may run (serving/canary.py)
         for result in ("switched", "rejected"):
             self.switches.labels(result)
@@ -299,7 +299,8 @@ class ServingMetrics:
                 ended, status, seconds, version, *rest = line.split(" ", 5)
                 ended_at, took = float(ended), float(seconds)
                 rows = int(rest[0]) if rest and rest[0] not in ("-", "") else None
-                route = Route.parse(rest[1] if len(rest) > 1 else "")
+                # Which route: only a canary needs it (nginx logs "production" otherwise).
+                route = Route.parse(rest[1]) if canary is not None and len(rest) > 1 else Route()
             except ValueError:
                 logger.warning("unreadable nginx log line %r; not counted", line[:200])
                 continue

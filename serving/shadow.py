@@ -106,11 +106,6 @@ class ShadowDispatcher:
             self._socket = None
         self.path.unlink(missing_ok=True)
 
-    def idle(self) -> bool:
-        """Nothing queued and nothing being sent (for tests and a clean stop)."""
-        with self._ready:
-            return not self._queue and self._busy == 0
-
     # -- threads --------------------------------------------------------------------------------
 
     def _receive(self) -> None:

@@ -30,16 +30,11 @@ class Answer:
 
 
 def request(
-    path: str,
-    method: str,
-    url: str,
-    body: bytes | None = None,
-    timeout: float = 10.0,
-    content_type: str = "application/json",
+    path: str, method: str, url: str, body: bytes | None = None, timeout: float = 10.0
 ) -> Answer:
     conn = _UnixConnection(path, timeout)
     try:
-        headers = {"Content-Type": content_type} if body is not None else {}
+        headers = {"Content-Type": "application/json"} if body is not None else {}
         conn.request(method, url, body=body, headers=headers)
         response = conn.getresponse()
         return Answer(response.status, response.read())

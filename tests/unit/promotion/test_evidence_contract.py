@@ -1,6 +1,5 @@
 """The gate reads what serving really writes: serving's own ChallengerMetrics, filled through
-its own methods, parsed by the gate. Skipped where serving has no challenger yet (the metric
-contract of docs/monitoring.md is then only what tests/live_metrics.py writes)."""
+its own methods, parsed by the gate (tests/live_metrics.py writes the same names by hand)."""
 
 from __future__ import annotations
 
@@ -10,17 +9,18 @@ from prometheus_client.exposition import generate_latest
 
 from promotion import evidence as ev
 from promotion.live_source import from_metrics_text
+from serving.agreement import Comparison
+from serving.challenger_metrics import ChallengerMetrics
+from serving.metrics import DURATION_BUCKETS
 
 MODEL = "grades-regressor"
 
 
 def test_the_gate_reads_servings_own_challenger_metrics() -> None:
-    metrics = pytest.importorskip("serving.challenger_metrics", reason="serving has no challenger")
-    comparison = pytest.importorskip("serving.agreement").Comparison
     registry = CollectorRegistry()
-    served = metrics.ChallengerMetrics(registry, MODEL)
-    served.shadow_answered("challenger", "4", True, 0.003, comparison([0.5, 1.5], 0, 0))
-    served.shadow_answered("challenger", "4", True, 0.004, comparison([], agree=3, disagree=1))
+    served = ChallengerMetrics(registry, MODEL, DURATION_BUCKETS)
+    served.shadow_answered("challenger", "4", True, 0.003, Comparison([0.5, 1.5], 0, 0))
+    served.shadow_answered("challenger", "4", True, 0.004, Comparison([], agree=3, disagree=1))
     served.shadow_answered("challenger", "4", False, 0.2, None)
     served.canary_running("challenger", "4", True)
     served.canary_answered("challenger", "4", True, 0.01)

@@ -15,7 +15,7 @@ from serving.agreement import compare
 from serving.canary import Canary, CanaryWatch, Limits
 from serving.challenger import Challenger
 from serving.challenger_metrics import ChallengerMetrics
-from serving.metrics import Route, ServingMetrics
+from serving.metrics import DURATION_BUCKETS, Route, ServingMetrics
 from serving.settings import ServingSettings
 from serving.shadow_tap import Mirrored, ShadowTap, decode, encode
 from stack_common.errors import ConfigError
@@ -156,7 +156,7 @@ def test_the_canary_is_judged_only_after_enough_requests_and_by_its_margins() ->
 
 def _canary(tmp_path: Path) -> tuple[Canary, ChallengerMetrics, CollectorRegistry]:
     registry = CollectorRegistry()
-    metrics = ChallengerMetrics(registry, "grades")
+    metrics = ChallengerMetrics(registry, "grades", DURATION_BUCKETS)
     slots = [tmp_path / "canary-0.sock", tmp_path / "canary-1.sock"]
     return Canary(slots, "challenger", LIMITS, metrics), metrics, registry
 
