@@ -117,12 +117,16 @@ class Servers:
         ]
         return self._keep(launch(cmd, self.env, self.work / "plain.log"))
 
-    def stack(self, port: int, cache: Path) -> subprocess.Popen:
+    def stack(
+        self, port: int, cache: Path, extra: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        """``extra``: more serving settings (bench/shadow.py: a challenger beside it)."""
         env = self.env | {
             "MODEL_NAME": MODEL,
             "SERVING_PORT": str(port),
             "SERVING_CACHE_DIR": str(cache),
             "LOG_LEVEL": "WARNING",
+            **(extra or {}),
         }
         cmd = [sys.executable, "-m", "serving"]
         return self._keep(launch(cmd, env, self.work / "stack.log"))

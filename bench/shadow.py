@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import wrk  # noqa: E402
-from bench.serving import MODEL, RESULTS, Servers, first_answer, launch  # noqa: E402
+from bench.serving import MODEL, RESULTS, Servers, first_answer  # noqa: E402
 from local_stack.processes import free_port, start_tracking_server, wait_until_up  # noqa: E402
 from promotion.aliases import promote  # noqa: E402
 from stack_common.tracking import connect  # noqa: E402
@@ -60,18 +60,6 @@ ORDER = (
     *("stack", "stack_shadow", "stack_shadow_10") * 2,
     "stack_canary",
 )
-
-
-def start_stack(servers: Servers, port: int, cache: Path, extra: dict[str, str]):
-    env = servers.env | {
-        "MODEL_NAME": MODEL,
-        "SERVING_PORT": str(port),
-        "SERVING_CACHE_DIR": str(cache),
-        "LOG_LEVEL": "WARNING",
-        **extra,
-    }
-    log = servers.work / f"stack-{port}.log"
-    return servers._keep(launch([sys.executable, "-m", "serving"], env, log))
 
 
 def shadow_counts(url: str) -> dict[str, float]:
@@ -170,7 +158,7 @@ def main(seconds: float, stem: str) -> None:
             if name == "plain":
                 process: subprocess.Popen = servers.plain(port)
             else:
-                process = start_stack(servers, port, cache, CONFIGS[name])
+                process = servers.stack(port, cache, CONFIGS[name])
             first_answer(url, process)
             if name != "plain" and CONFIGS[name]:
                 wait_for_challenger(url)

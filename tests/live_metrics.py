@@ -8,6 +8,9 @@ exactly how many requests each replica saw.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_wsgi_server
 
@@ -104,3 +107,14 @@ class Replica:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def two_replicas(model: str) -> Iterator[tuple[Replica, Replica]]:
+    """Two replicas of one model, stopped afterwards (the gate sums them)."""
+    first, second = Replica(model), Replica(model)
+    try:
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()

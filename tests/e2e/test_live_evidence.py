@@ -18,19 +18,15 @@ from mlflow import MlflowClient
 
 from local_stack.processes import Service, free_port
 from promotion.cli import cli
-from tests.live_metrics import Replica
+from tests.live_metrics import Replica, two_replicas
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def replicas(unique_name: str) -> Iterator[tuple[Replica, Replica]]:
-    first, second = Replica(unique_name), Replica(unique_name)
-    try:
-        yield first, second
-    finally:
-        first.stop()
-        second.stop()
+    with two_replicas(unique_name) as both:
+        yield both
 
 
 def _version(client: MlflowClient, name: str, experiment_id: str, rmse: float) -> str:

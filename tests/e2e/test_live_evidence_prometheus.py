@@ -20,7 +20,7 @@ import yaml
 from local_stack.processes import Service, free_port, wait_until_up
 from promotion import evidence as ev
 from promotion.live_source import read_samples
-from tests.live_metrics import Replica
+from tests.live_metrics import Replica, two_replicas
 from tests.monitoring import DASHBOARD, Prometheus, dashboard_queries, has_data
 
 pytestmark = [
@@ -35,12 +35,8 @@ pytestmark = [
 
 @pytest.fixture
 def replicas(unique_name: str) -> Iterator[tuple[Replica, Replica]]:
-    first, second = Replica(unique_name), Replica(unique_name)
-    try:
-        yield first, second
-    finally:
-        first.stop()
-        second.stop()
+    with two_replicas(unique_name) as both:
+        yield both
 
 
 @pytest.fixture

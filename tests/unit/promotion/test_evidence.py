@@ -17,7 +17,7 @@ from promotion.live_source import (
     read_samples,
     split_urls,
 )
-from tests.live_metrics import Replica
+from tests.live_metrics import Replica, two_replicas
 
 MODEL = "grades-regressor"
 RULES = ev.EvidenceRules(min_requests=200, max_error_rate=0.01, max_disagreement=0.05)
@@ -183,12 +183,8 @@ def test_prometheus_is_asked_for_the_model_summed_by_the_kept_labels() -> None:
 
 @pytest.fixture
 def replicas() -> Iterator[tuple[Replica, Replica]]:
-    first, second = Replica(MODEL), Replica(MODEL)
-    try:
-        yield first, second
-    finally:
-        first.stop()
-        second.stop()
+    with two_replicas(MODEL) as both:
+        yield both
 
 
 def test_two_replicas_are_read_over_http_and_summed(replicas: tuple[Replica, Replica]) -> None:
